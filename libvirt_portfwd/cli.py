@@ -1,0 +1,204 @@
+"""``libvirt-portfwd``: hook, plan, apply, remove, status, sync. Exit 0 ok, 1 failure, 2 usage."""
+
+import argparse
+import os
+import sys
+
+from typing import TYPE_CHECKING
+
+from .errors import PortfwdError
+from .paths import Paths
+
+if TYPE_CHECKING:
+    from .backends import Backend
+    from .plan import Plan
+
+DEFAULT_URI = "qemu:///system"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command == "hook":
+        from .hook import main as hook_main
+
+        return hook_main([args.domain, args.operation, args.suboperation, args.extra], args.config)
+    from . import log
+
+    try:
+        return int(args.run(args, Paths(root=args.root, config=args.config)))
+    except PortfwdError as exc:
+        log.error(str(exc))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="libvirt-portfwd", description="Port forwards that follow the libvirt VM lifecycle."
+    )
+    parser.add_argument("--config", help="config file (default /etc/libvirt-portfwd/config.yaml)")
+    parser.add_argument("--root", help="prefix for every system path (testing; default /)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    hook = commands.add_parser("hook", help="run exactly as libvirt runs the hook (domain XML on stdin)")
+    hook.add_argument("domain")
+    hook.add_argument("operation")
+    hook.add_argument("suboperation", nargs="?", default="-")
+    hook.add_argument("extra", nargs="?", default="-")
+
+    plan = commands.add_parser("plan", help="print the ruleset a start would apply; changes nothing")
+    plan.add_argument("xml", help="domain XML file, or - for stdin")
+    plan.add_argument("--backend", help="render for this backend instead of the configured one")
+    plan.set_defaults(run=cmd_plan)
+
+    for name, helptext, func in (
+        ("apply", "apply a running domain's forwards now (asks libvirt for its XML)", cmd_apply),
+        ("remove", "remove a domain's forwards now", cmd_remove),
+    ):
+        sub = commands.add_parser(name, help=helptext)
+        sub.add_argument("domain", help="domain name or UUID")
+        sub.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
+        sub.set_defaults(run=func)
+
+    status = commands.add_parser("status", help="each domain's forwards, guest address, and whether they are live")
+    status.set_defaults(run=cmd_status)
+
+    sync = commands.add_parser("sync", help="reconcile the rules with the running domains (after a reboot or flush)")
+    sync.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
+    sync.set_defaults(run=cmd_sync)
+    return parser
+
+
+def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
+    from .actions import describe, prepare
+    from .backends import select_backend
+
+    data = sys.stdin.buffer.read() if args.xml == "-" else _read(args.xml)
+    prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
+    plan = prepared.plan
+    backend = select_backend(args.backend or prepared.config.backend)
+    print(f"# domain {plan.name} ({plan.uuid}), backend {backend.name}")
+    print(f"# {describe(plan)}")
+    if plan.waiting_macs:
+        print(f"# no address yet for {', '.join(plan.waiting_macs)}: start would wait for its lease")
+        return 0
+    if plan.forwards:
+        sys.stdout.write(_render_plan(backend, plan))
+    return 0
+
+
+def _render_plan(backend: "Backend", plan: "Plan") -> str:
+    """Against the live firewall when we may read it (root), else against an empty one."""
+    from .backends.iptables import IptablesBackend, Observed, render_change
+
+    if isinstance(backend, IptablesBackend) and os.geteuid() != 0:
+        empty = {t: Observed(hook_rules=(), dispatch_rules=None) for t in ("nat", "filter")}
+        return render_change(plan.uuid, plan, 0, empty)
+    return backend.change(plan.uuid, plan, 0)
+
+
+def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
+    from .actions import apply
+
+    name, _uuid, xml = _lookup(args.connect, args.domain)
+    print(f"{name}: {apply(xml, paths)}")
+    return 0
+
+
+def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
+    from .actions import remove
+    from .state import load_records
+
+    record = next((r for r in load_records(paths) if args.domain in (r.name, r.uuid)), None)
+    if record is None:
+        print(f"{args.domain}: nothing recorded")
+        return 0
+    print(f"{record.name}: {remove(record.uuid, paths, record.name)}")
+    return 0
+
+
+def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
+    from . import names
+    from .backends import select_backend
+    from .state import LIVE, load_records
+
+    records = load_records(paths)
+    live_chains: dict[str, set[str]] = {}
+    print(f"{'DOMAIN':20} {'UUID':36} {'STATE':8} {'FORWARD':28} {'GUEST':22} LIVE")
+    for record in records:
+        if record.status == LIVE and record.backend not in live_chains:
+            live_chains[record.backend] = select_backend(record.backend).live_chains()
+        live = names.domain_chain(record.uuid) in live_chains.get(record.backend, set())
+        for forward in record.forwards or [None]:  # type: ignore[list-item]
+            target = f"{forward.guest or '?'}:{forward.guest_port}" if forward else "-"
+            print(
+                f"{record.name:20} {record.uuid:36} {record.status:8} {str(forward.claim) if forward else '-':28} "
+                f"{target:22} {('yes' if live else 'NO') if record.status == LIVE else '-'}"
+            )
+    if not records:
+        print("(no forwards recorded)")
+    return 0
+
+
+def cmd_sync(args: argparse.Namespace, paths: Paths) -> int:
+    from .actions import sync
+
+    running = _running_domains(args.connect)
+    errors = sync(paths, running)
+    from . import log
+
+    for error in errors:
+        log.error(str(error))
+    return 1 if errors else 0
+
+
+def _read(path: str) -> bytes:
+    try:
+        with open(path, "rb") as handle:
+            return handle.read()
+    except OSError as exc:
+        raise PortfwdError("cannot read domain XML", exc.strerror or str(exc), where=path) from None
+
+
+def _connect(uri: str):  # type: ignore[no-untyped-def]
+    try:
+        import libvirt
+    except ImportError:
+        raise PortfwdError("libvirt-python is not installed", "needed to ask libvirt for domains") from None
+    try:
+        return libvirt.open(uri)
+    except libvirt.libvirtError as exc:
+        raise PortfwdError("cannot connect to libvirt", str(exc), where=uri) from None
+
+
+def _lookup(uri: str, domain: str) -> tuple[str, str, bytes]:
+    import libvirt
+
+    conn = _connect(uri)
+    try:
+        try:
+            dom = conn.lookupByUUIDString(domain) if len(domain) == 36 else conn.lookupByName(domain)
+        except libvirt.libvirtError as exc:
+            raise PortfwdError("no such domain", str(exc), domain=domain) from None
+        if not dom.isActive():
+            raise PortfwdError("domain is not running", "start it first", domain=domain)
+        return dom.name(), dom.UUIDString(), dom.XMLDesc(0).encode()
+    finally:
+        conn.close()
+
+
+def _running_domains(uri: str) -> dict[str, bytes]:
+    import libvirt
+
+    conn = _connect(uri)
+    try:
+        return {
+            d.UUIDString(): d.XMLDesc(0).encode() for d in conn.listAllDomains(libvirt.VIR_CONNECT_LIST_DOMAINS_ACTIVE)
+        }
+    finally:
+        conn.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Domain XML -> Domain: name, UUID, NICs and the forwards declared in <metadata>."""
+
+import uuid as uuidlib
+from dataclasses import dataclass
+
+from lxml import etree
+
+from .errors import InputError
+from .forward import ForwardSpec, parse_spec
+from .xmlparse import parse_xml
+
+METADATA_NS = "urn:libvirt-portfwd:1"
+METADATA_NS_PREFIX = "urn:libvirt-portfwd:"
+METADATA_KEY = "portfwd"
+
+
+@dataclass(frozen=True)
+class Interface:
+    """One ``<devices><interface>``; ``bridge`` is only known while the domain runs."""
+
+    type: str
+    mac: str | None
+    network: str | None
+    bridge: str | None
+
+
+@dataclass(frozen=True)
+class Domain:
+    name: str
+    uuid: str
+    interfaces: tuple[Interface, ...]
+    specs: tuple[ForwardSpec, ...]
+
+
+def parse_domain(data: bytes, where: str = "domain XML") -> Domain:
+    """Parse libvirt domain XML; raise InputError (naming the domain if known) on bad input."""
+    root = parse_xml(data, "invalid domain XML", where)
+    if root.tag != "domain":
+        raise InputError("invalid domain XML", f"root element is <{root.tag}>, expected <domain>", where=where)
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise InputError("invalid domain XML", "no <name>", where=where)
+    try:
+        uuid = str(uuidlib.UUID((root.findtext("uuid") or "").strip()))
+    except ValueError:
+        raise InputError(
+            "invalid domain XML", f"<uuid> is not a UUID: {root.findtext('uuid')!r}", where=where, domain=name
+        ) from None
+    try:
+        interfaces = tuple(_parse_interface(e) for e in root.iterfind("devices/interface"))
+        specs = _parse_metadata(root.find("metadata"))
+    except InputError as exc:
+        raise exc.for_domain(name) from None
+    return Domain(name=name, uuid=uuid, interfaces=interfaces, specs=specs)
+
+
+def _parse_interface(element: etree._Element) -> Interface:
+    mac = element.find("mac")
+    mac_address = mac.get("address", "").strip().lower() if mac is not None else ""
+    source = element.find("source")
+    return Interface(
+        type=element.get("type", ""),
+        mac=mac_address or None,
+        network=source.get("network") if source is not None else None,
+        bridge=source.get("bridge") if source is not None else None,
+    )
+
+
+def _parse_metadata(metadata: etree._Element | None) -> tuple[ForwardSpec, ...]:
+    if metadata is None:
+        return ()
+    ours = [e for e in metadata if isinstance(e.tag, str) and _namespace(e).startswith(METADATA_NS_PREFIX)]
+    if not ours:
+        return ()
+    if len(ours) > 1:
+        raise InputError("invalid metadata", f"{len(ours)} {METADATA_KEY} elements, expected one", where="metadata")
+    top = ours[0]
+    if _namespace(top) != METADATA_NS:
+        raise InputError(
+            "invalid metadata", f"unsupported namespace {_namespace(top)!r}, expected {METADATA_NS!r}", where="metadata"
+        )
+    if etree.QName(top).localname != METADATA_KEY:
+        raise InputError(
+            "invalid metadata",
+            f"root element <{etree.QName(top).localname}>, expected <{METADATA_KEY}>",
+            where="metadata",
+        )
+    specs = []
+    for index, element in enumerate(_children(top, "metadata")):
+        where = f"metadata portForward[{index}]"
+        _expect(element, "portForward", "metadata")
+        ranges = []
+        for child in _children(element, where):
+            _expect(child, "range", where)
+            ranges.append(_attributes(child))
+        specs.append(parse_spec(_attributes(element), ranges, where))
+    return tuple(specs)
+
+
+def _attributes(element: etree._Element) -> dict[str, object]:
+    return {str(key): str(value) for key, value in element.attrib.items()}
+
+
+def _children(element: etree._Element, where: str) -> list[etree._Element]:
+    text = (element.text or "").strip()
+    if text:
+        raise InputError("invalid metadata", f"unexpected text {text!r}", where=where)
+    return [child for child in element if isinstance(child.tag, str)]
+
+
+def _expect(element: etree._Element, localname: str, where: str) -> None:
+    """Our elements are in our namespace (as libvirt stores them) or in none."""
+    qname = etree.QName(element)
+    if qname.localname != localname or qname.namespace not in (None, METADATA_NS):
+        raise InputError(
+            "invalid metadata", f"unexpected element <{qname.localname}>, expected <{localname}>", where=where
+        )
+
+
+def _namespace(element: etree._Element) -> str:
+    return etree.QName(element).namespace or ""

@@ -1,0 +1,50 @@
+"""Error types and the one message shape every entrypoint prints.
+
+``libvirt-portfwd: <domain>: <what failed> (<where>): <why>``
+"""
+
+PROG = "libvirt-portfwd"
+
+
+class PortfwdError(Exception):
+    """A known failure: reported as one line, never as a traceback."""
+
+    def __init__(self, what: str, why: str, *, domain: str = "", where: str = "") -> None:
+        super().__init__(why)
+        self.what = what
+        self.why = why
+        self.domain = domain
+        self.where = where
+
+    def for_domain(self, domain: str) -> "PortfwdError":
+        """Name the domain, unless a more precise one is already named."""
+        if not self.domain:
+            self.domain = domain
+        return self
+
+    def __str__(self) -> str:
+        parts = [PROG]
+        if self.domain:
+            parts.append(self.domain)
+        what = f"{self.what} ({self.where})" if self.where else self.what
+        parts.append(f"{what}: {self.why}")
+        return ": ".join(parts)
+
+
+class InputError(PortfwdError):
+    """Bad input: domain XML, metadata, config or command line."""
+
+
+class ConflictError(PortfwdError):
+    """Two forwards claim the same host address, protocol and port."""
+
+
+class FirewallError(PortfwdError):
+    """A firewall command failed; the firewall is as it was before."""
+
+    def __init__(self, argv: list[str], returncode: int, stderr: str, *, domain: str = "") -> None:
+        first = stderr.strip().splitlines()[0] if stderr.strip() else f"exit code {returncode}"
+        super().__init__(f"{argv[0]} failed", first, domain=domain, where=f"exit {returncode}")
+        self.argv = argv
+        self.returncode = returncode
+        self.stderr = stderr

@@ -1,0 +1,45 @@
+"""Every path the project reads or writes, in one place. Stdlib os only (hook fast path).
+
+``LIBVIRT_PORTFWD_ROOT`` (tests) prefixes every system path, like a chroot for files.
+"""
+
+import os
+
+CONFIG = "/etc/libvirt-portfwd/config.yaml"
+RUN_DIR = "/run/libvirt-portfwd"  # state and lock live as long as the rules: until reboot
+DNSMASQ_DIR = "/var/lib/libvirt/dnsmasq"
+NETWORK_DIR = "/run/libvirt/network"
+QEMU_RUN_DIR = "/run/libvirt/qemu"
+
+
+class Paths:
+    """Resolved locations; ``config`` may be overridden (``--config``)."""
+
+    __slots__ = ("config", "dnsmasq_dir", "network_dir", "qemu_run_dir", "run_dir")
+
+    def __init__(self, root: str | None = None, config: str | None = None) -> None:
+        root = os.environ.get("LIBVIRT_PORTFWD_ROOT", "") if root is None else root
+
+        def under(path: str) -> str:
+            return os.path.join(root, path.lstrip("/")) if root else path
+
+        self.config = config or under(CONFIG)
+        self.run_dir = under(RUN_DIR)
+        self.dnsmasq_dir = under(DNSMASQ_DIR)
+        self.network_dir = under(NETWORK_DIR)
+        self.qemu_run_dir = under(QEMU_RUN_DIR)
+
+    @property
+    def state_dir(self) -> str:
+        return os.path.join(self.run_dir, "domains")
+
+    @property
+    def lock(self) -> str:
+        return os.path.join(self.run_dir, "lock")
+
+    @property
+    def config_cache(self) -> str:
+        return os.path.join(self.run_dir, "config.cache")
+
+    def record(self, uuid: str) -> str:
+        return os.path.join(self.state_dir, f"{uuid}.json")

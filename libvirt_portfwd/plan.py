@@ -1,0 +1,244 @@
+"""Specs + addresses -> Plan: one domain's resolved forwards. Pure; conflicts are found here.
+
+A forward only ever reaches its own domain: the target is one of the domain's own NICs on
+a libvirt network, and an explicit guest address must lie inside that network's subnet.
+"""
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address, IPv4Network
+
+from .config import Config
+from .domain import Domain, Interface
+from .errors import ConflictError, InputError
+from .forward import ForwardSpec, PortRange
+from .network import Network
+
+ROUTABLE_MODES = ("nat", "route", "open")
+
+
+@dataclass(frozen=True)
+class Claim:
+    """The host side of a forward: what no other forward may take."""
+
+    proto: str
+    address: IPv4Address | None  # None: every local address
+    start: int
+    end: int
+
+    def collides(self, other: "Claim") -> bool:
+        return (
+            self.proto == other.proto
+            and self.start <= other.end
+            and other.start <= self.end
+            and (self.address is None or other.address is None or self.address == other.address)
+        )
+
+    def __str__(self) -> str:
+        ports = str(self.start) if self.start == self.end else f"{self.start}-{self.end}"
+        return f"{self.proto} {self.address or '*'}:{ports}"
+
+
+@dataclass(frozen=True)
+class Forward:
+    """One resolved forward: host ports start..end to guest ports guest_port.. on guest."""
+
+    proto: str
+    address: IPv4Address | None
+    dev: str | None
+    sources: tuple[IPv4Network, ...]
+    start: int
+    end: int
+    guest_port: int
+    mac: str
+    bridge: str
+    guest: IPv4Address | None  # None: no lease yet
+    where: str
+
+    @property
+    def claim(self) -> Claim:
+        return Claim(self.proto, self.address, self.start, self.end)
+
+    @property
+    def guest_end(self) -> int:
+        return self.guest_port + self.end - self.start
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str
+    uuid: str
+    forwards: tuple[Forward, ...]
+
+    @property
+    def waiting_macs(self) -> tuple[str, ...]:
+        return tuple(sorted({f.mac for f in self.forwards if f.guest is None}))
+
+    @property
+    def claims(self) -> tuple[Claim, ...]:
+        return tuple(f.claim for f in self.forwards)
+
+
+LeaseLookup = Callable[[str], dict[str, IPv4Address]]  # bridge -> MAC -> address
+
+
+def collect_specs(domain: Domain, config: Config) -> tuple[ForwardSpec, ...]:
+    """The config's forwards for the domain plus its metadata's, where policy allows them."""
+    policy = config.metadata
+    if domain.specs and not policy.enabled:
+        raise InputError(
+            "forward refused", "VM metadata may not declare forwards here", where=f"{config.path}: metadata.enabled"
+        )
+    for spec in domain.specs:
+        if spec.guest_address is not None and not policy.guest_address:
+            raise InputError(
+                "forward refused",
+                "metadata may not set guest-address (allow it with metadata.guest_address), "
+                f"got '{spec.guest_address}'",
+                where=f"{spec.where}.guest-address",
+            )
+        for r in spec.ranges:
+            if not r.exclude and not policy.allows_port(r.start, r.end):
+                ports = str(r.start) if r.start == r.end else f"{r.start}-{r.end}"
+                raise InputError(
+                    "forward refused",
+                    f"host port {ports} is outside the ports metadata may claim (metadata.ports in {config.path})",
+                    where=spec.where,
+                )
+    return config.specs_for(domain.name, domain.uuid) + domain.specs
+
+
+def build_plan(
+    domain: Domain, specs: Iterable[ForwardSpec], config: Config, networks: dict[str, Network], leases: LeaseLookup
+) -> Plan:
+    forwards: list[Forward] = []
+    for spec in specs:
+        nic, network = _target(domain, spec, networks)
+        assert network.bridge is not None and nic.mac is not None
+        guest = _guest_address(spec, nic.mac, network, leases)
+        for r in effective_ranges(spec.ranges):
+            forwards.append(
+                Forward(
+                    proto=spec.proto,
+                    address=spec.address or config.address,
+                    dev=spec.dev or config.dev,
+                    sources=spec.sources,
+                    start=r.start,
+                    end=r.end,
+                    guest_port=r.to,
+                    mac=nic.mac,
+                    bridge=network.bridge,
+                    guest=guest,
+                    where=spec.where,
+                )
+            )
+    plan = Plan(name=domain.name, uuid=domain.uuid, forwards=tuple(forwards))
+    _check_own_conflicts(plan)
+    return plan
+
+
+def effective_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
+    """The forwarded ranges with the excluded ports cut out, each piece keeping its offset."""
+    ranges = list(ranges)
+    excluded = [r for r in ranges if r.exclude]
+    pieces: list[PortRange] = []
+    for r in (r for r in ranges if not r.exclude):
+        todo = [r]
+        for ex in excluded:
+            todo = [piece for part in todo for piece in _cut(part, ex)]
+        pieces.extend(todo)
+    return pieces
+
+
+def _cut(r: PortRange, ex: PortRange) -> list[PortRange]:
+    if not r.overlaps(ex):
+        return [r]
+    out = []
+    if r.start < ex.start:
+        out.append(PortRange(r.start, ex.start - 1, r.to))
+    if ex.end < r.end:
+        out.append(PortRange(ex.end + 1, r.end, r.to + ex.end + 1 - r.start))
+    return out
+
+
+def find_conflicts(plan: Plan, others: Iterable[tuple[str, str, Iterable[Claim]]]) -> None:
+    """Raise ConflictError if the plan claims what another domain (name, uuid, claims) holds."""
+    for name, uuid, claims in others:
+        if uuid == plan.uuid:
+            continue
+        for claim in claims:
+            for forward in plan.forwards:
+                if forward.claim.collides(claim):
+                    raise ConflictError(
+                        "host port conflict",
+                        f"{forward.claim} is already forwarded to domain {name} ({uuid}, {claim})",
+                        where=forward.where,
+                        domain=plan.name,
+                    )
+
+
+def _check_own_conflicts(plan: Plan) -> None:
+    for i, first in enumerate(plan.forwards):
+        for second in plan.forwards[i + 1 :]:
+            if first.claim.collides(second.claim):
+                raise ConflictError(
+                    "host port conflict",
+                    f"{second.claim} is claimed twice ({first.where} and {second.where})",
+                    where=second.where,
+                    domain=plan.name,
+                )
+
+
+def _target(domain: Domain, spec: ForwardSpec, networks: dict[str, Network]) -> tuple[Interface, Network]:
+    """The NIC a forward targets and the libvirt network it is on."""
+    if spec.mac is not None:
+        nics = [nic for nic in domain.interfaces if nic.mac == spec.mac]
+        if not nics:
+            raise InputError("invalid forward", f"the domain has no NIC with MAC {spec.mac}", where=f"{spec.where}.mac")
+        network = _network_of(nics[0], networks)
+        if network is None:
+            raise InputError(
+                "invalid forward",
+                f"NIC {spec.mac} is not on an active libvirt NAT or routed network",
+                where=f"{spec.where}.mac",
+            )
+        return nics[0], network
+    for nic in domain.interfaces:
+        network = _network_of(nic, networks)
+        if network is not None and nic.mac is not None:
+            return nic, network
+    raise InputError(
+        "invalid forward",
+        "the domain has no NIC with a MAC on an active libvirt NAT or routed network",
+        where=spec.where,
+    )
+
+
+def _network_of(nic: Interface, networks: dict[str, Network]) -> Network | None:
+    candidates: list[Network] = []
+    if nic.type == "network" and nic.network in networks:
+        candidates = [networks[nic.network]]
+    elif nic.type == "bridge" and nic.bridge:
+        candidates = [n for n in networks.values() if n.bridge == nic.bridge]
+    for network in candidates:
+        if network.forward_mode in ROUTABLE_MODES and network.bridge and network.subnets:
+            return network
+    return None
+
+
+def _guest_address(spec: ForwardSpec, mac: str, network: Network, leases: LeaseLookup) -> IPv4Address | None:
+    """Explicit address, then static reservation, then dnsmasq lease; None while there is none."""
+    if spec.guest_address is not None:
+        if not network.contains(spec.guest_address):
+            subnets = ", ".join(str(n) for n in network.networks)
+            raise InputError(
+                "invalid forward",
+                f"guest-address {spec.guest_address} is outside network {network.name} ({subnets})",
+                where=f"{spec.where}.guest-address",
+            )
+        return spec.guest_address
+    assert network.bridge is not None
+    for address in (network.reservations.get(mac), leases(network.bridge).get(mac)):
+        if address is not None and network.contains(address):
+            return address
+    return None

@@ -1,0 +1,43 @@
+"""Subprocesses: argv lists (never a shell), a timeout, LC_ALL=C, errors that carry argv and stderr."""
+
+import os
+import subprocess
+
+from .errors import FirewallError
+
+ENV = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
+
+
+def run(argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> str:
+    """Run ``argv``; return stdout or raise FirewallError with the exit code and stderr."""
+    try:
+        proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
+    except FileNotFoundError:
+        raise FirewallError(argv, 127, f"{argv[0]}: command not found") from None
+    except subprocess.TimeoutExpired:
+        raise FirewallError(argv, -1, f"timed out after {timeout:.0f} s") from None
+    if proc.returncode != 0:
+        raise FirewallError(argv, proc.returncode, proc.stderr)
+    return proc.stdout
+
+
+def run_all(argvs: list[list[str]], timeout: float = 30.0) -> list[tuple[int, str, str]]:
+    """Run read-only commands side by side; (exit code, stdout, stderr) for each, in order."""
+    procs: list[subprocess.Popen[str] | None] = []
+    for argv in argvs:
+        try:
+            procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV))
+        except FileNotFoundError:
+            procs.append(None)
+    results = []
+    for argv, proc in zip(argvs, procs, strict=True):
+        if proc is None:
+            results.append((127, "", f"{argv[0]}: command not found"))
+            continue
+        try:
+            out, err = proc.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            out, err = proc.communicate()
+        results.append((proc.returncode, out, err))
+    return results

@@ -1,0 +1,87 @@
+"""The lease waiter: started detached by the hook when a guest has no address yet.
+
+It polls the lease files (cheap stat calls) until the domain's addresses are known, applies
+its forwards once, and exits. It gives up after ``lease_wait`` seconds with a log line, and
+does nothing if the domain stopped or started again meanwhile (its record is gone or has
+another token). It never calls libvirt.
+"""
+
+import argparse
+import os
+import sys
+import time
+
+from . import log
+from .actions import apply_waiting
+from .config import load_config
+from .errors import PortfwdError
+from .paths import Paths
+from .state import load_record
+
+POLL_SECONDS = 0.2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="libvirt-portfwd-waiter")
+    parser.add_argument("--config")
+    parser.add_argument("uuid")
+    parser.add_argument("token")
+    args = parser.parse_args(argv)
+    paths = Paths(config=args.config)
+    try:
+        return wait(paths, args.uuid, args.token)
+    except PortfwdError as exc:
+        log.error(str(exc))
+        return 1
+    except Exception as exc:  # a bug: one line here, the traceback in the waiter log
+        log.error(f"internal error while waiting for {args.uuid}: {exc!r}")
+        raise
+
+
+def wait(paths: Paths, uuid: str, token: str) -> int:
+    record = load_record(paths, uuid)
+    if record is None or record.token != token:
+        return 0
+    deadline = time.monotonic() + load_config(paths.config, paths.config_cache).lease_wait
+    seen: tuple[tuple[int, int], ...] | None = None
+    while True:
+        current = load_record(paths, uuid)
+        if current is None or current.token != token:
+            return 0  # the domain stopped, or started again with a waiter of its own
+        stamp = _lease_files_stamp(paths)
+        if stamp != seen:
+            seen = stamp
+            outcome = apply_waiting(paths, uuid, token)
+            if outcome is not None:
+                if outcome != "cancelled":
+                    log.info(f"{record.name}: lease arrived, {outcome}")
+                return 0
+        if time.monotonic() > deadline:
+            log.error(
+                f"{record.name}: gave up waiting for a lease of {', '.join(record.waiting_macs)}; "
+                "its forwards are not live (run 'libvirt-portfwd apply' once the guest has an address)"
+            )
+            return 1
+        time.sleep(POLL_SECONDS)
+
+
+def _lease_files_stamp(paths: Paths) -> tuple[tuple[int, int], ...]:
+    """Identity of every lease and network status file: any rewrite changes it."""
+    stamps = []
+    for directory in (paths.dnsmasq_dir, paths.network_dir):
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except FileNotFoundError:
+            continue
+        for entry in entries:
+            if entry.name.endswith((".status", ".xml")):
+                try:
+                    st = entry.stat()
+                except FileNotFoundError:
+                    continue
+                stamps.append((st.st_ino, st.st_mtime_ns))
+    return tuple(stamps)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""Smoke tests of the lab itself: no libvirt-portfwd installed, guests reached directly."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tests.lab.guest import HTTP_PORTS, UDP_PORTS
+from tests.lab.host import Lab
+
+pytestmark = pytest.mark.e2e
+
+PAYLOAD = b"ping-\x00\xff"
+
+
+def test_guest_serves_and_powers_off_on_acpi(lab: Lab) -> None:
+    began = time.monotonic()
+    guest = lab.start_guest("smoke-acpi")
+    print(f"\nsmoke-acpi: lease+http after {time.monotonic() - began:.1f}s at {guest.address}")
+    assert guest.address is not None
+
+    for port in HTTP_PORTS:
+        assert lab.http_get_from_host(guest.address, port) == guest.http_body(port)
+    for port in UDP_PORTS:
+        assert lab.udp_echo_from_host(guest.address, port, PAYLOAD) == guest.udp_reply(port, PAYLOAD)
+    # Without forwards, libvirt's own firewall refuses the client's direct connection.
+    probe = lab.http_probe(lab.client_ns, guest.address, 80, timeout=3.0)
+    assert not probe.ok
+    assert "refused" in probe.error
+
+    elapsed = lab.shutdown(guest.name, timeout=60.0)
+    print(f"smoke-acpi: virsh shutdown -> shut off in {elapsed:.1f}s")
+    assert lab.domain_state(guest.name) == "shut off"
+    lab.undefine(guest.name)
+
+
+def test_guest_destroy_restart_and_daemon_reload(lab: Lab) -> None:
+    guest = lab.start_guest("smoke-destroy")
+    first_address = guest.address
+    elapsed = lab.destroy(guest.name)
+    print(f"\nsmoke-destroy: virsh destroy -> shut off in {elapsed:.1f}s")
+    assert lab.domain_state(guest.name) == "shut off"
+
+    # The same MAC gets the same address again, and wait_for_lease sees the new lease only.
+    lab.start_domain(guest.name)
+    began = time.monotonic()
+    assert lab.wait_for_guest(guest) == first_address
+    print(f"smoke-destroy: lease+http after restart {time.monotonic() - began:.1f}s")
+
+    restart = lab.restart_libvirtd()
+    print(f"smoke-destroy: libvirtd restart {restart:.1f}s")
+    assert lab.domain_state(guest.name) == "running"
+    assert lab.http_get_from_host(guest.address or "", 80) == guest.http_body(80)
+
+    lab.sighup_libvirtd()
+    assert lab.domain_state(guest.name) == "running"
+    assert lab.udp_echo_from_host(guest.address or "", UDP_PORTS[0], PAYLOAD) == guest.udp_reply(UDP_PORTS[0], PAYLOAD)
+
+    lab.destroy(guest.name)
+    lab.undefine(guest.name)

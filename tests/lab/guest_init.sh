@@ -1,0 +1,95 @@
+#!/bin/sh
+# /init of the lab guest's initramfs (busybox ash, PID 1). Built into the image by
+# tests/lab/guest.py, which also writes /etc/lab.conf:
+#   MODULES     kernel modules to insmod from /modules, in order
+#   HTTP_PORTS  TCP ports served by busybox httpd ("port<N> <hostname>")
+#   UDP_PORTS   UDP ports answered by /bin/udpecho ("<hostname>:<port>:<payload>")
+# The hostname comes from the kernel command line: portfwd.hostname=NAME.
+export PATH=/bin:/sbin:/usr/bin:/usr/sbin
+
+say() {
+    echo "lab-init: $*" >/dev/console
+}
+
+mount_filesystems() {
+    mount -t proc proc /proc
+    mount -t sysfs sysfs /sys
+    mount -t devtmpfs devtmpfs /dev 2>/dev/null
+    mkdir -p /dev/pts /tmp /run /var/log
+}
+
+read_hostname() {
+    name=lab-guest
+    read -r cmdline </proc/cmdline
+    for arg in $cmdline; do
+        case "$arg" in
+            portfwd.hostname=*) name="${arg#portfwd.hostname=}" ;;
+        esac
+    done
+    echo "$name"
+}
+
+load_modules() {
+    for module in $MODULES; do
+        insmod "/modules/$module.ko" || say "insmod $module failed"
+    done
+}
+
+wait_for_path() {
+    tries=0
+    while [ ! -e "$1" ] && [ "$tries" -lt 50 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+    [ -e "$1" ]
+}
+
+start_network() {
+    ip link set lo up
+    wait_for_path /sys/class/net/eth0 || say "no eth0"
+    for path in /sys/class/net/eth*; do
+        [ -e "$path" ] || continue
+        ifname="${path##*/}"
+        ip link set "$ifname" up
+        udhcpc -f -i "$ifname" -s /etc/udhcpc.script -x "hostname:$HOSTNAME" \
+            -T 1 -t 0 >/dev/console 2>&1 &
+    done
+}
+
+start_services() {
+    for port in $HTTP_PORTS; do
+        mkdir -p "/www/$port"
+        echo "port$port $HOSTNAME" >"/www/$port/index.html"
+        httpd -p "$port" -h "/www/$port"
+    done
+    # shellcheck disable=SC2086 # one argument per port
+    /bin/udpecho "$HOSTNAME" $UDP_PORTS &
+}
+
+start_acpid() {
+    # busybox acpid maps the power button (KEY_POWER) to /etc/acpi/PWRF/00000080.
+    if wait_for_path /dev/input/event0; then
+        acpid -d -c /etc/acpi >/dev/console 2>&1 &
+    else
+        say "no /dev/input/event0: virsh shutdown will not work"
+    fi
+}
+
+main() {
+    mount_filesystems
+    # shellcheck source=/dev/null
+    . /etc/lab.conf
+    HOSTNAME=$(read_hostname)
+    export HOSTNAME
+    hostname "$HOSTNAME"
+    load_modules
+    start_acpid
+    start_network
+    start_services
+    say "ready ($HOSTNAME)"
+    while :; do
+        sleep 3600
+    done
+}
+
+main

@@ -1,0 +1,19 @@
+#!/bin/sh
+# udhcpc script of the lab guest: sets the leased address and a default route.
+# udhcpc passes: $1 = deconfig|bound|renew|nak, and $interface $ip $subnet $router.
+# shellcheck disable=SC2154 # the variables come from udhcpc's environment
+case "$1" in
+    deconfig)
+        ip -4 addr flush dev "$interface"
+        ;;
+    bound | renew)
+        ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
+        if [ -n "$router" ] && ! ip route show default | grep -q .; then
+            for gw in $router; do
+                route add default gw "$gw" dev "$interface" && break
+            done
+        fi
+        echo "lab-udhcpc: $interface $ip" >/dev/console
+        ;;
+esac
+exit 0

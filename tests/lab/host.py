@@ -1,0 +1,747 @@
+"""The lab: a real libvirtd, its NAT network and guests, inside network namespaces.
+
+Topology (addresses are documentation ranges; nothing touches the root namespace's network)::
+
+    pfclient-<id>                       pfhost-<id>
+    eth0 203.0.113.2/24  <--veth-->     uplink0 203.0.113.1/24, ip_forward=1
+    default via .1                      libvirtd + virtlogd, network "default":
+                                        virbr0 192.168.122.1/24 + dnsmasq, guests' taps
+
+Usage::
+
+    with Lab() as lab:
+        guest = lab.start_guest("web1")           # boots, waits for the DHCP lease
+        lab.http_get_from_client(lab.host_addr, 8080)
+        lab.shutdown("web1")
+
+Only one lab runs per machine at a time (libvirtd's sockets and state are machine-wide): a
+lab takes an exclusive lock on ``/run/libvirt-portfwd-lab/lock``, refuses to start next to a
+libvirtd it did not start, and cleans up what a crashed earlier lab recorded in
+``/run/libvirt-portfwd-lab/lab.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import logging
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import xml.etree.ElementTree as ET
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from . import guest as guest_module
+from .guest import GuestImage, GuestSpec
+from .proc import (
+    SYSTEM_PATH,
+    LabError,
+    await_daemon,
+    command_env,
+    delete_namespaces,
+    process_name,
+    read_pid,
+    run,
+    signal_daemon,
+    socket_answers,
+    stop_daemon,
+)
+
+LOG = logging.getLogger("libvirt_portfwd.lab")
+
+LIBVIRT_URI = "qemu:///system"
+NETWORK = "default"
+NETWORK_TEMPLATE = Path("/usr/share/libvirt/networks/default.xml")
+LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
+LEASE_DIR = Path("/var/lib/libvirt/dnsmasq")
+STATE_DIR = Path("/run/libvirt-portfwd-lab")
+HOST_ADDR = "203.0.113.1"
+CLIENT_ADDR = "203.0.113.2"
+PREFIX_LEN = 24
+HOST_UPLINK = "uplink0"
+CLIENT_IF = "eth0"
+DAEMONS = ("libvirtd", "virtlogd")  # started with -d -p STATE_DIR/NAME.pid; comm == NAME
+REQUIRED_COMMANDS = ("ip", "sysctl", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "dnsmasq", "iptables")
+
+
+def client_python() -> str:
+    """The interpreter for client probes: Debian's, else the running one."""
+    return "/usr/bin/python3" if Path("/usr/bin/python3").is_file() else sys.executable
+
+
+# Probes run inside a namespace as `python3 -c SCRIPT ARGS...`.
+# Exit 0: the answer on stdout; exit 1: a socket error on stderr; exit 2: a bad HTTP status.
+_HTTP_PROBE = r"""
+import socket, sys
+addr, port, timeout = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
+try:
+    with socket.create_connection((addr, port), timeout=timeout) as conn:
+        conn.settimeout(timeout)
+        conn.sendall(b"GET / HTTP/1.0\r\nHost: " + addr.encode() + b"\r\n\r\n")
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+except OSError as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+    sys.exit(1)
+head, _, body = data.partition(b"\r\n\r\n")
+status = head.split(b"\r\n", 1)[0].decode(errors="replace")
+if status.split()[1:2] != ["200"]:
+    sys.stderr.write(f"HTTP status: {status!r}\n")
+    sys.exit(2)
+sys.stdout.buffer.write(body)
+"""
+
+_UDP_PROBE = r"""
+import socket, sys
+addr, port, timeout, payload = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), bytes.fromhex(sys.argv[4])
+sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+sock.settimeout(timeout)
+try:
+    sock.sendto(payload, (addr, port))
+    data, _ = sock.recvfrom(65536)
+except OSError as exc:
+    sys.stderr.write(f"{type(exc).__name__}: {exc}\n")
+    sys.exit(1)
+sys.stdout.write(data.hex())
+"""
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    """The outcome of one client probe: the answer, or why there was none."""
+
+    answer: bytes | None
+    error: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.answer is not None
+
+    def text(self) -> str | None:
+        return None if self.answer is None else self.answer.decode(errors="replace")
+
+
+@dataclass
+class Guest:
+    """A lab guest the Lab defined; address is its first NIC's leased address once known."""
+
+    name: str
+    uuid: str
+    hostname: str
+    macs: tuple[str, ...]
+    serial_log: Path
+    address: str | None = None
+
+    def http_body(self, port: int) -> str:
+        return guest_module.http_body(self.hostname, port)
+
+    def udp_reply(self, port: int, payload: bytes) -> bytes:
+        return guest_module.udp_reply(self.hostname, port, payload)
+
+
+@dataclass
+class _Record:
+    """What this lab created, written to STATE_DIR so a later lab can clean up after a crash."""
+
+    host_ns: str
+    client_ns: str
+    domains: list[str] = field(default_factory=list)
+
+    def save(self) -> None:
+        _write_json(
+            STATE_DIR / "lab.json", {"host_ns": self.host_ns, "client_ns": self.client_ns, "domains": self.domains}
+        )
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data))
+    tmp.replace(path)
+
+
+def missing_prerequisites() -> list[str]:
+    """Why a lab cannot run here (empty when it can)."""
+    missing: list[str] = []
+    if os.geteuid() != 0:
+        missing.append("root")
+    for command in REQUIRED_COMMANDS:
+        if shutil.which(command, path=SYSTEM_PATH) is None:
+            missing.append(command)
+    if not NETWORK_TEMPLATE.is_file() and not Path("/etc/libvirt/qemu/networks/default.xml").is_file():
+        missing.append(str(NETWORK_TEMPLATE))
+    missing += guest_module.check_prerequisites()
+    return missing
+
+
+class Lab:
+    """A libvirt host in a network namespace, a client namespace, and helpers to drive both.
+
+    Parameters:
+        workdir: where domain XML, serial logs and daemon logs go (a new temp dir if None).
+        suffix: namespace suffix (random if None): namespaces are pfhost-SUFFIX, pfclient-SUFFIX.
+        path_prepend: directories put first in libvirtd's PATH (hooks inherit it), e.g. a
+            directory with a `tc` wrapper.
+        before_libvirtd: called with the lab after the namespaces exist and before libvirtd
+            starts, e.g. to run install.sh so libvirtd finds the hooks at start.
+        keep_workdir: keep a workdir the lab made at close (one passed in is always kept).
+        lock_timeout: seconds to wait for another lab on this machine to finish.
+    """
+
+    def __init__(
+        self,
+        *,
+        workdir: Path | None = None,
+        suffix: str | None = None,
+        path_prepend: Sequence[str] = (),
+        before_libvirtd: Callable[[Lab], None] | None = None,
+        keep_workdir: bool = False,
+        lock_timeout: float = 600.0,
+    ) -> None:
+        suffix = suffix or secrets.token_hex(3)
+        self.host_ns = f"pfhost-{suffix}"
+        self.client_ns = f"pfclient-{suffix}"
+        self.host_addr = HOST_ADDR
+        self.client_addr = CLIENT_ADDR
+        self.network = NETWORK
+        self.bridge = "virbr0"
+        self.path_prepend = tuple(path_prepend)
+        self.before_libvirtd = before_libvirtd
+        self.keep_workdir = keep_workdir
+        self.lock_timeout = lock_timeout
+        self.timings: dict[str, float] = {}
+        self.guests: dict[str, Guest] = {}
+        self._own_workdir = workdir is None
+        self._workdir_arg = workdir
+        self.workdir = Path()
+        self._lock_fd: int | None = None
+        self._record: _Record | None = None
+        self._image: GuestImage | None = None
+        self._lease_baseline: dict[str, int | None] = {}
+        self._network_started = False
+        self._stale_domains: list[str] = []
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def __enter__(self) -> Lab:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def start(self) -> None:
+        """Bring the lab up: lock, namespaces, daemons, network. Cleans up on failure."""
+        began = time.monotonic()
+        self._acquire_lock()
+        try:
+            self._clean_stale_lab()
+            self._refuse_foreign_libvirtd()
+            self._make_workdir()
+            self._record = _Record(self.host_ns, self.client_ns)
+            self._record.save()
+            self._create_namespaces()
+            if self.before_libvirtd is not None:
+                self.before_libvirtd(self)
+            self._timed("virtlogd_start", self._start_virtlogd)
+            self._timed("libvirtd_start", self.start_libvirtd)
+            self._timed("network_start", self._start_network)
+        except BaseException:
+            with contextlib.suppress(LabError):
+                self.close()
+            raise
+        self.timings["lab_start"] = time.monotonic() - began
+        LOG.info("lab up in %.1fs: %s", self.timings["lab_start"], self.timings)
+
+    def close(self) -> None:
+        """Tear everything down; every step is tried, errors are collected and raised together."""
+        errors: list[str] = []
+        if self._record is not None:
+            if (self._record.domains or self._network_started) and self.libvirtd_pid() is None:
+                self._collect(errors, self.start_libvirtd)  # a test stopped it: clean up through it
+            self._collect(errors, self._remove_domains)
+            if self._network_started:
+                self._collect(errors, self._stop_network)
+            self._collect(errors, self._stop_daemons)
+            self._collect(errors, lambda: delete_namespaces([self.host_ns, self.client_ns]))
+            with contextlib.suppress(FileNotFoundError):
+                (STATE_DIR / "lab.json").unlink()
+            self._record = None
+        self._release_lock()
+        if self._own_workdir and not self.keep_workdir and self.workdir != Path():
+            shutil.rmtree(self.workdir, ignore_errors=True)
+        if errors:
+            raise LabError("lab teardown: " + "; ".join(errors))
+
+    @staticmethod
+    def _collect(errors: list[str], step: Callable[[], None]) -> None:
+        try:
+            step()
+        except (LabError, OSError) as exc:
+            errors.append(str(exc))
+
+    def _timed(self, label: str, step: Callable[[], None]) -> None:
+        began = time.monotonic()
+        step()
+        self.timings[label] = time.monotonic() - began
+
+    # --- lock and stale state ------------------------------------------------------------------
+
+    def _acquire_lock(self) -> None:
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        fd = os.open(STATE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = time.monotonic() + self.lock_timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    raise LabError(f"another lab holds {STATE_DIR / 'lock'}") from None
+                time.sleep(0.5)
+        self._lock_fd = fd
+
+    def _release_lock(self) -> None:
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def _clean_stale_lab(self) -> None:
+        """Remove what a crashed earlier lab left (we hold the lock, so it is not running)."""
+        path = STATE_DIR / "lab.json"
+        if not path.is_file():
+            return
+        try:
+            stale = json.loads(path.read_text())
+        except (OSError, ValueError):
+            stale = {}
+        LOG.warning("cleaning up a stale lab: %s", stale)
+        namespaces = [stale.get("host_ns", ""), stale.get("client_ns", "")]
+        namespaces = [ns for ns in namespaces if ns.startswith(("pfhost-", "pfclient-"))]
+        for name in DAEMONS:
+            stop_daemon(STATE_DIR / f"{name}.pid", name)
+        delete_namespaces(namespaces)
+        self._stale_domains = list(stale.get("domains", []))
+        path.unlink()
+
+    def _refuse_foreign_libvirtd(self) -> None:
+        if socket_answers(LIBVIRT_SOCKET):
+            raise LabError(f"a libvirtd this lab did not start is listening on {LIBVIRT_SOCKET}; stop it first")
+
+    def _make_workdir(self) -> None:
+        if self._workdir_arg is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="libvirt-portfwd-lab-", dir="/var/tmp"))
+        else:
+            self.workdir = self._workdir_arg
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        self.workdir.chmod(0o755)
+
+    # --- namespaces ----------------------------------------------------------------------------
+
+    def _create_namespaces(self) -> None:
+        run(["ip", "netns", "add", self.host_ns])
+        run(["ip", "netns", "add", self.client_ns])
+        host, client = ["ip", "-n", self.host_ns], ["ip", "-n", self.client_ns]
+        run([*host, "link", "add", HOST_UPLINK, "type", "veth", "peer", "name", CLIENT_IF, "netns", self.client_ns])
+        run([*host, "addr", "add", f"{HOST_ADDR}/{PREFIX_LEN}", "dev", HOST_UPLINK])
+        run([*client, "addr", "add", f"{CLIENT_ADDR}/{PREFIX_LEN}", "dev", CLIENT_IF])
+        for ns_ip, ifname in ((host, HOST_UPLINK), (host, "lo"), (client, CLIENT_IF), (client, "lo")):
+            run([*ns_ip, "link", "set", ifname, "up"])
+        run([*client, "route", "add", "default", "via", HOST_ADDR])
+        self.run_in_host(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+
+    def run_in_ns(
+        self,
+        namespace: str,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside a namespace (LC_ALL=C, system PATH plus env)."""
+        return run(
+            ["ip", "netns", "exec", namespace, *argv],
+            check=check,
+            timeout=timeout,
+            input=input,
+            env=command_env(env),
+            cwd=cwd,
+        )
+
+    def run_in_host(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run argv in the lab host namespace, e.g. ``run_in_host(['./install.sh'], cwd=repo)``."""
+        return self.run_in_ns(self.host_ns, argv, **kwargs)
+
+    def run_in_client(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        """Run argv in the client namespace."""
+        return self.run_in_ns(self.client_ns, argv, **kwargs)
+
+    # --- daemons -------------------------------------------------------------------------------
+
+    def _daemon_env(self) -> dict[str, str]:
+        path = ":".join([*self.path_prepend, SYSTEM_PATH])
+        return {
+            "PATH": path,
+            "LC_ALL": "C",
+            "HOME": "/root",
+            "LIBVIRT_LOG_OUTPUTS": f"3:file:{self.workdir / 'libvirtd.log'}",
+        }
+
+    def _spawn_daemon(self, name: str) -> None:
+        pidfile = STATE_DIR / f"{name}.pid"
+        with open(self.workdir / f"{name}.out", "ab") as out:
+            try:
+                result = subprocess.run(
+                    ["ip", "netns", "exec", self.host_ns, name, "-d", "-p", str(pidfile)],
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=self._daemon_env(),
+                    timeout=120,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired as exc:
+                raise LabError(f"{name} did not daemonize within 120 s") from exc
+        if result.returncode != 0:
+            raise LabError(f"{name} failed to start (exit {result.returncode}); see {self.workdir / (name + '.out')}")
+
+    def _start_virtlogd(self) -> None:
+        self._spawn_daemon("virtlogd")
+
+    def start_libvirtd(self, timeout: float = 120.0) -> None:
+        """Start libvirtd in the host namespace and wait until it answers."""
+        self._spawn_daemon("libvirtd")
+        self.wait_for_libvirtd(timeout)
+
+    def stop_libvirtd(self) -> None:
+        stop_daemon(STATE_DIR / "libvirtd.pid", "libvirtd")
+
+    def restart_libvirtd(self, timeout: float = 120.0) -> float:
+        """Stop and start libvirtd (running guests survive); returns the seconds it took."""
+        began = time.monotonic()
+        self.stop_libvirtd()
+        self.start_libvirtd(timeout)
+        return time.monotonic() - began
+
+    def sighup_libvirtd(self, settle: float = 0.5) -> None:
+        """Send SIGHUP (libvirtd rescans hooks and reloads drivers), then wait until it answers."""
+        pid = self.libvirtd_pid()
+        if pid is None:
+            raise LabError("libvirtd is not running")
+        os.kill(pid, signal.SIGHUP)
+        time.sleep(settle)
+        self.wait_for_libvirtd(30.0)
+
+    def reload_hooks(self, *, restart: bool = False) -> None:
+        """Make libvirtd see hooks installed after it started: SIGHUP, or a full restart."""
+        if restart:
+            self.restart_libvirtd()
+        else:
+            self.sighup_libvirtd()
+
+    def libvirtd_pid(self) -> int | None:
+        """The pid of the lab's running libvirtd, or None."""
+        pid = read_pid(STATE_DIR / "libvirtd.pid")
+        return pid if pid is not None and process_name(pid) == "libvirtd" else None
+
+    def wait_for_libvirtd(self, timeout: float = 120.0) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            result = self.virsh("uri", check=False, timeout=30)
+            if result.returncode == 0:
+                return
+            if time.monotonic() > deadline:
+                raise LabError(f"libvirtd did not answer within {timeout:.0f} s: {result.stderr.strip()}")
+            time.sleep(0.2)
+
+    def _stop_daemons(self) -> None:
+        """SIGTERM libvirtd and virtlogd together (each takes 1-2 s to exit), then wait for both."""
+        signalled = []
+        for name in DAEMONS:
+            pid = signal_daemon(STATE_DIR / f"{name}.pid", name)
+            if pid is not None:
+                signalled.append((pid, name, STATE_DIR / f"{name}.pid"))
+        errors = []
+        for pid, comm, pidfile in signalled:
+            try:
+                await_daemon(pid, comm, pidfile)
+            except (LabError, OSError) as exc:
+                errors.append(str(exc))
+        if errors:
+            raise LabError("; ".join(errors))
+
+    # --- virsh and the network -----------------------------------------------------------------
+
+    def virsh(
+        self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
+    ) -> subprocess.CompletedProcess[str]:
+        """Run ``virsh -c qemu:///system ARGS`` (the socket is shared by every namespace)."""
+        return run(["virsh", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout, input=input)
+
+    def _start_network(self) -> None:
+        for name in self._stale_domains:
+            self._remove_domain(name, missing_ok=True)
+        self._stale_domains = []
+        if self.virsh("net-info", self.network, check=False).returncode != 0:
+            self.virsh("net-define", str(NETWORK_TEMPLATE))
+        state = self.virsh("net-info", self.network).stdout
+        if _field(state, "Autostart") == "yes":
+            self.virsh("net-autostart", self.network, "--disable")
+        if _field(state, "Active") != "yes":
+            self.virsh("net-start", self.network)
+        self._network_started = True
+        bridge = ET.fromstring(self.virsh("net-dumpxml", self.network).stdout).find("bridge")
+        if bridge is not None and bridge.get("name"):
+            self.bridge = bridge.get("name", self.bridge)
+
+    def _stop_network(self) -> None:
+        result = self.virsh("net-destroy", self.network, check=False)
+        if result.returncode != 0 and "not active" not in result.stderr:
+            raise LabError(f"net-destroy {self.network}: {result.stderr.strip()}")
+        self._network_started = False
+
+    def restart_network(self) -> None:
+        """net-destroy + net-start (running guests stay unplugged until they restart)."""
+        self.virsh("net-destroy", self.network)
+        self.virsh("net-start", self.network)
+
+    # --- domains -------------------------------------------------------------------------------
+
+    @property
+    def image(self) -> GuestImage:
+        """The guest image (built or taken from the cache on first use)."""
+        if self._image is None:
+            began = time.monotonic()
+            self._image = guest_module.build_guest_image()
+            self.timings["guest_image"] = time.monotonic() - began
+        return self._image
+
+    def define(self, xml: str) -> str:
+        """Define a domain from XML (recorded for teardown); returns its name."""
+        name = ET.fromstring(xml).findtext("name") or ""
+        if not name:
+            raise LabError("domain XML has no <name>")
+        path = self.workdir / f"{name}.xml"
+        path.write_text(xml)
+        self.virsh("define", str(path))
+        if self._record is not None and name not in self._record.domains:
+            self._record.domains.append(name)
+            self._record.save()
+        return name
+
+    def start_domain(self, name: str) -> float:
+        """virsh start; remembers current leases so wait_for_lease sees only a new one."""
+        for mac in self.domain_macs(name):
+            self._lease_baseline[mac] = self._lease_expiry(mac)
+        began = time.monotonic()
+        self.virsh("start", name)
+        return time.monotonic() - began
+
+    def define_and_start(self, xml: str) -> str:
+        """Define and start a domain; returns its name."""
+        name = self.define(xml)
+        self.start_domain(name)
+        return name
+
+    def guest_spec(self, name: str, **kwargs: Any) -> GuestSpec:
+        """A GuestSpec with the serial log in the workdir; kwargs as GuestSpec's fields."""
+        kwargs.setdefault("serial_log", self.workdir / f"{name}.serial.log")
+        return GuestSpec(name=name, **kwargs)
+
+    def start_guest(self, name: str, *, wait: bool = True, lease_timeout: float = 90.0, **kwargs: Any) -> Guest:
+        """Define and start a lab guest (kwargs: GuestSpec fields such as macs, metadata,
+        hostname); with wait, block until its first NIC has a lease and set .address."""
+        spec = self.guest_spec(name, **kwargs)
+        guest = Guest(name, spec.resolved_uuid(), spec.resolved_hostname(), spec.resolved_macs(), spec.serial_log)
+        self.guests[name] = guest
+        self.define(guest_module.domain_xml(spec, self.image))
+        self.timings[f"{name}:virsh_start"] = self.start_domain(name)
+        if wait:
+            self.wait_for_guest(guest, lease_timeout)
+        return guest
+
+    def wait_for_guest(self, guest: Guest, timeout: float = 90.0) -> str:
+        """Wait for the guest's first lease, then for its HTTP port to answer from the host."""
+        began = time.monotonic()
+        guest.address = self.wait_for_lease(guest.macs[0], timeout, domain=guest.name)
+        self.timings[f"{guest.name}:lease"] = time.monotonic() - began
+        remaining = max(5.0, timeout - (time.monotonic() - began))
+        self._wait_until(
+            lambda: self.http_get_from_host(guest.address or "", 80, timeout=2.0) is not None,
+            remaining,
+            f"{guest.name}: HTTP on {guest.address}:80",
+        )
+        self.timings[f"{guest.name}:http_ready"] = time.monotonic() - began
+        return guest.address
+
+    def domain_macs(self, name: str) -> list[str]:
+        root = ET.fromstring(self.virsh("dumpxml", "--inactive", name).stdout)
+        return [mac.get("address", "").lower() for mac in root.iterfind("devices/interface/mac")]
+
+    def domain_state(self, name: str) -> str:
+        """'running', 'shut off', ... as virsh domstate prints it."""
+        return self.virsh("domstate", name).stdout.strip()
+
+    def wait_for_state(self, name: str, state: str, timeout: float = 60.0) -> float:
+        began = time.monotonic()
+        self._wait_until(lambda: self.domain_state(name) == state, timeout, f"{name}: state {state!r}", 0.2)
+        return time.monotonic() - began
+
+    def shutdown(self, name: str, timeout: float = 60.0) -> float:
+        """virsh shutdown (ACPI power button) and wait for 'shut off'; returns the seconds."""
+        began = time.monotonic()
+        self.virsh("shutdown", name)
+        self.wait_for_state(name, "shut off", timeout)
+        return time.monotonic() - began
+
+    def destroy(self, name: str, timeout: float = 30.0) -> float:
+        """virsh destroy and wait for 'shut off'; returns the seconds."""
+        began = time.monotonic()
+        self.virsh("destroy", name, timeout=timeout)
+        self.wait_for_state(name, "shut off", timeout)
+        return time.monotonic() - began
+
+    def undefine(self, name: str) -> None:
+        """Destroy (if running) and undefine a domain, and forget it."""
+        self._remove_domain(name, missing_ok=False)
+        self.guests.pop(name, None)
+        if self._record is not None and name in self._record.domains:
+            self._record.domains.remove(name)
+            self._record.save()
+
+    def _remove_domain(self, name: str, *, missing_ok: bool) -> None:
+        result = self.virsh("domstate", name, check=False)
+        if result.returncode != 0:
+            if missing_ok:
+                return
+            raise LabError(f"{name}: {result.stderr.strip()}")
+        if result.stdout.strip() not in ("shut off", ""):
+            self.virsh("destroy", name, check=False, timeout=30)
+        self.virsh("undefine", name, timeout=30)
+
+    def _remove_domains(self) -> None:
+        errors = []
+        names = list(reversed(self._record.domains)) if self._record else []
+        for name in names:
+            try:
+                self._remove_domain(name, missing_ok=True)
+            except LabError as exc:
+                errors.append(str(exc))
+        if errors:
+            raise LabError("; ".join(errors))
+
+    def serial_log(self, name: str) -> str:
+        path = self.guests[name].serial_log if name in self.guests else self.workdir / f"{name}.serial.log"
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # --- leases --------------------------------------------------------------------------------
+
+    def lease_file(self) -> Path:
+        return LEASE_DIR / f"{self.bridge}.status"
+
+    def read_leases(self) -> list[dict[str, Any]]:
+        """The network's lease status file (a JSON list; [] when missing or mid-rewrite)."""
+        try:
+            data = json.loads(self.lease_file().read_text() or "[]")
+        except (OSError, ValueError):
+            return []
+        return data if isinstance(data, list) else []
+
+    def _lease_expiry(self, mac: str) -> int | None:
+        for lease in self.read_leases():
+            if str(lease.get("mac-address", "")).lower() == mac.lower():
+                return int(lease.get("expiry-time", 0))
+        return None
+
+    def wait_for_lease(self, mac: str, timeout: float = 90.0, *, domain: str | None = None) -> str:
+        """Wait for a lease of mac newer than the one present at the last start; returns the IP."""
+        mac = mac.lower()
+        baseline = self._lease_baseline.get(mac)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for lease in self.read_leases():
+                if str(lease.get("mac-address", "")).lower() != mac:
+                    continue
+                expiry = int(lease.get("expiry-time", 0))
+                if baseline is None or expiry != baseline:
+                    return str(lease["ip-address"])
+            time.sleep(0.1)
+        tail = self.serial_log(domain)[-2000:] if domain else ""
+        detail = f"; serial log tail:\n{tail}" if tail else ""
+        raise LabError(f"no DHCP lease for {mac} within {timeout:.0f} s{detail}")
+
+    # --- probes --------------------------------------------------------------------------------
+
+    def http_probe(self, namespace: str, addr: str, port: int, timeout: float = 5.0) -> ProbeResult:
+        """GET / on addr:port from inside namespace."""
+        return self._probe(namespace, _HTTP_PROBE, [addr, str(port), str(timeout)], timeout, hex_output=False)
+
+    def udp_probe(self, namespace: str, addr: str, port: int, payload: bytes, timeout: float = 5.0) -> ProbeResult:
+        """Send one datagram to addr:port from inside namespace and wait for one answer."""
+        return self._probe(
+            namespace, _UDP_PROBE, [addr, str(port), str(timeout), payload.hex()], timeout, hex_output=True
+        )
+
+    def _probe(self, namespace: str, script: str, args: list[str], timeout: float, *, hex_output: bool) -> ProbeResult:
+        result = run(
+            ["ip", "netns", "exec", namespace, client_python(), "-I", "-c", script, *args],
+            check=False,
+            timeout=timeout + 15,
+        )
+        if result.returncode != 0:
+            return ProbeResult(None, result.stderr.strip())
+        out = result.stdout
+        return ProbeResult(bytes.fromhex(out) if hex_output else out.encode())
+
+    def http_get_from_client(self, addr: str, port: int, timeout: float = 5.0) -> str | None:
+        """The body of GET / from the client namespace, or None."""
+        return self.http_probe(self.client_ns, addr, port, timeout).text()
+
+    def http_get_from_host(self, addr: str, port: int, timeout: float = 5.0) -> str | None:
+        """The body of GET / from the lab host namespace, or None."""
+        return self.http_probe(self.host_ns, addr, port, timeout).text()
+
+    def udp_echo_from_client(self, addr: str, port: int, payload: bytes, timeout: float = 5.0) -> bytes | None:
+        """The answer to one datagram sent from the client namespace, or None."""
+        return self.udp_probe(self.client_ns, addr, port, payload, timeout).answer
+
+    def udp_echo_from_host(self, addr: str, port: int, payload: bytes, timeout: float = 5.0) -> bytes | None:
+        """The answer to one datagram sent from the lab host namespace, or None."""
+        return self.udp_probe(self.host_ns, addr, port, payload, timeout).answer
+
+    # --- helpers -------------------------------------------------------------------------------
+
+    @staticmethod
+    def _wait_until(predicate: Callable[[], bool], timeout: float, what: str, interval: float = 0.2) -> None:
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                raise LabError(f"timed out after {timeout:.0f} s waiting for {what}")
+            time.sleep(interval)
+
+
+# --- module helpers -----------------------------------------------------------------------------
+
+
+def _field(virsh_info: str, key: str) -> str:
+    for line in virsh_info.splitlines():
+        name, _, value = line.partition(":")
+        if name.strip() == key:
+            return value.strip()
+    return ""

@@ -1,0 +1,239 @@
+"""A libvirt-like host in throwaway network namespaces, for rules tested with real packets.
+
+    client (203.0.113.2) --veth-- host (203.0.113.10, .11; virbr0 192.168.122.1/24) --veth-- guest
+                                   libvirt's own iptables rules loaded           (192.168.122.178)
+
+The guest is a namespace running tests/data/guest_server.py; the host's system paths (network
+status, leases, config, state) live under a temporary root (LIBVIRT_PORTFWD_ROOT). Nothing
+touches the root namespace.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
+
+GUEST_MAC = "52:54:00:aa:bb:cc"
+GUEST_ADDRESS = "192.168.122.178"
+HOST_ADDRESS = "203.0.113.10"
+HOST_ADDRESS_2 = "203.0.113.11"
+CLIENT_ADDRESS = "203.0.113.2"
+HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+NETWORK_XML = """<networkstatus>
+  <class_id bitmap='0-2'/>
+  <network>
+    <name>default</name>
+    <uuid>0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a01</uuid>
+    <forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward>
+    <bridge name='virbr0' stp='on' delay='0'/>
+    <mac address='52:54:00:0a:0b:0c'/>
+    <ip address='192.168.122.1' netmask='255.255.255.0'>
+      <dhcp><range start='192.168.122.2' end='192.168.122.254'/>{hosts}</dhcp>
+    </ip>
+  </network>
+</networkstatus>
+"""
+
+
+def domain_xml(name: str, uuid: str, mac: str = GUEST_MAC, metadata: str = "", running: bool = True) -> str:
+    """Domain XML as libvirt hands it to the hook (at started: with bridge and target)."""
+    runtime = "<target dev='vnet0'/>" if running else ""
+    source = "<source network='default' bridge='virbr0'/>" if running else "<source network='default'/>"
+    return f"""<domain type='qemu' id='1'>
+  <name>{name}</name>
+  <uuid>{uuid}</uuid>
+  <memory unit='KiB'>262144</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices>
+    <interface type='network'>
+      <mac address='{mac}'/>
+      {source}
+      {runtime}
+      <model type='virtio'/>
+    </interface>
+  </devices>
+  <metadata>{metadata}</metadata>
+</domain>
+"""
+
+
+def portfwd_metadata(*forwards: str) -> str:
+    """Metadata exactly as libvirt stores what `virsh metadata --key portfwd` set."""
+    body = "".join(forwards)
+    return f'<portfwd:portfwd xmlns:portfwd="urn:libvirt-portfwd:1">{body}</portfwd:portfwd>'
+
+
+def port_forward(proto: str, ranges: list[tuple[int, int | None]], **attrs: str) -> str:
+    extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
+    body = "".join(
+        f'<portfwd:range start="{start}"' + (f' to="{to}"' if to else "") + "/>" for start, to in ranges
+    )
+    return f'<portfwd:portForward proto="{proto}"{extra}>{body}</portfwd:portForward>'
+
+
+def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float = 30) -> str:
+    proc = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout, check=False)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(argv)} failed ({proc.returncode}): {proc.stderr.strip()}")
+    return proc.stdout
+
+
+class Lab:
+    """Three namespaces and a temporary system root; see the module docstring."""
+
+    def __init__(self, tmp: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.host, self.guest, self.client = f"pfh-{tag}", f"pfg-{tag}", f"pfc-{tag}"
+        self.root = tmp / "root"
+        self.servers: list[subprocess.Popen[str]] = []
+        self.reservations: dict[str, str] = {}
+
+    # -- setup -------------------------------------------------------------------------------
+    def create(self) -> None:
+        for ns in (self.host, self.guest, self.client):
+            sh("ip", "netns", "add", ns)
+            self.ip(ns, "link", "set", "lo", "up")
+        h, g, c = self.host, self.guest, self.client
+        self.ip(h, "link", "add", "virbr0", "type", "bridge")
+        self.ip(h, "addr", "add", "192.168.122.1/24", "dev", "virbr0")
+        self.ip(h, "link", "set", "virbr0", "up")
+        self.ip(h, "link", "add", "vnet0", "type", "veth", "peer", "name", "eth0", "netns", g)
+        self.ip(h, "link", "set", "vnet0", "master", "virbr0", "up")
+        self.ip(g, "link", "set", "eth0", "address", GUEST_MAC, "up")
+        self.ip(g, "addr", "add", f"{GUEST_ADDRESS}/24", "dev", "eth0")
+        self.ip(g, "route", "add", "default", "via", "192.168.122.1")
+        self.ip(h, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", c)
+        self.ip(h, "addr", "add", f"{HOST_ADDRESS}/24", "dev", "uplink0")
+        self.ip(h, "addr", "add", f"{HOST_ADDRESS_2}/24", "dev", "uplink0")
+        self.ip(h, "link", "set", "uplink0", "up")
+        self.ip(c, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "eth0")
+        self.ip(c, "link", "set", "eth0", "up")
+        self.ip(c, "route", "add", "192.168.122.0/24", "via", HOST_ADDRESS)
+        self.exec(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        self.exec(h, "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
+        self.write_network()
+        self.write_leases({GUEST_MAC: GUEST_ADDRESS})
+        self.write_config("lease_wait: 20\n")
+        self.start_guest_service("guest", tcp=(22, 80, 443), udp=(5353,))
+
+    def destroy(self) -> None:
+        for proc in self.servers:
+            proc.kill()
+            proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)  # any waiter sees its record gone and exits
+        for ns in (self.host, self.guest, self.client):
+            sh("ip", "netns", "del", ns, check=False)
+
+    def start_guest_service(self, name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> None:
+        proc = subprocess.Popen(
+            ["ip", "netns", "exec", self.guest, PYTHON, str(DATA / "guest_server.py"), name,
+             ",".join(map(str, tcp)), ",".join(map(str, udp))],
+            stdout=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
+        self.servers.append(proc)
+
+    # -- the system files libvirt writes ------------------------------------------------------
+    def write_network(self) -> None:
+        hosts = "".join(f"<host mac='{m}' ip='{a}'/>" for m, a in self.reservations.items())
+        self._write("run/libvirt/network/default.xml", NETWORK_XML.format(hosts=hosts))
+
+    def write_leases(self, leases: dict[str, str], expiry: int | None = None) -> None:
+        expiry = int(time.time()) + 3600 if expiry is None else expiry
+        entries = [{"ip-address": a, "mac-address": m, "hostname": "g", "expiry-time": expiry} for m, a in leases.items()]
+        self._write("var/lib/libvirt/dnsmasq/virbr0.status", json.dumps(entries, indent=2))
+
+    def write_config(self, text: str) -> None:
+        self._write("etc/libvirt-portfwd/config.yaml", text)
+
+    def _write(self, relative: str, text: str) -> None:
+        """Atomically, as libvirt does (temp file + rename)."""
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    # -- running things ----------------------------------------------------------------------
+    def ip(self, ns: str, *args: str) -> str:
+        return sh("ip", "-n", ns, *args)
+
+    def exec(self, ns: str, *argv: str, input: str | None = None, check: bool = True) -> str:
+        return sh("ip", "netns", "exec", ns, *argv, input=input, check=check)
+
+    def hook_argv(self, name: str, operation: str, sub: str = "begin", extra: str = "-") -> list[str]:
+        """The hook as libvirt runs it: its environment only, inside the host namespace."""
+        env = [f"PATH={HOOK_PATH}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
+        return ["ip", "netns", "exec", self.host, "env", "-i", *env, PYTHON, str(HOOK), name, operation, sub, extra]
+
+    def hook(self, name: str, xml: str, operation: str, sub: str = "begin", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            self.hook_argv(name, operation, sub), input=xml, capture_output=True, text=True, timeout=timeout, cwd="/"
+        )
+
+    def start(self, name: str, xml: str) -> list[subprocess.CompletedProcess[str]]:
+        """Every qemu hook call libvirt makes for one start, in order."""
+        return [self.hook(name, xml, op) for op in ("prepare", "start", "started")]
+
+    def stop(self, name: str, xml: str) -> list[subprocess.CompletedProcess[str]]:
+        return [self.hook(name, xml, "stopped", "end"), self.hook(name, xml, "release", "end")]
+
+    def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["ip", "netns", "exec", self.host, PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), *args],
+            capture_output=True, text=True, timeout=60, cwd=REPO,
+        )
+        if check:
+            assert proc.returncode == 0, proc.stderr
+        return proc
+
+    def probe(self, proto: str, port: int, address: str = HOST_ADDRESS, timeout: float = 2.0) -> str:
+        """What the client gets back from address:port ("ERROR ..." when nothing answered)."""
+        return self.exec(self.client, PYTHON, str(DATA / "client_probe.py"), proto, address, str(port), str(timeout)).strip()
+
+    def wait_for(self, proto: str, port: int, expected: str, within: float) -> float:
+        """Seconds until the client gets ``expected`` back; fails after ``within`` seconds."""
+        begin = time.monotonic()
+        while True:
+            got = self.probe(proto, port, timeout=0.5)
+            if got.startswith(expected):
+                return time.monotonic() - begin
+            if time.monotonic() - begin > within:
+                raise AssertionError(f"{proto} {port}: got {got!r}, expected {expected!r} within {within} s")
+            time.sleep(0.05)
+
+    def firewall(self) -> str:
+        """iptables-save of the host namespace without comment lines and counters."""
+        out = self.exec(self.host, "iptables-save")
+        return "\n".join(
+            line.split(" [")[0] if line.startswith(":") else line for line in out.splitlines() if not line.startswith("#")
+        )
+
+    def our_rules(self) -> list[str]:
+        return [line for line in self.firewall().splitlines() if "PORTFWD" in line or " PF-" in line or ":PF-" in line]
+
+    def records(self) -> dict[str, dict]:  # type: ignore[type-arg]
+        state = self.root / "run/libvirt-portfwd/domains"
+        return {p.stem: json.loads(p.read_text()) for p in state.glob("*.json")} if state.exists() else {}
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Iterator[Lab]:
+    need_root()
+    if shutil.which("iptables-restore") is None:
+        pytest.fail("iptables is not installed (the test command installs it)")
+    lab = Lab(tmp_path)
+    try:
+        lab.create()
+        yield lab
+    finally:
+        lab.destroy()

@@ -1,0 +1,252 @@
+"""The hook run exactly as libvirt runs it, against a libvirt-like host with real packets."""
+
+import subprocess
+import time
+import uuid as uuidlib
+
+import pytest
+
+from tests.netns.conftest import (
+    GUEST_MAC,
+    HOST_ADDRESS,
+    HOST_ADDRESS_2,
+    Lab,
+    domain_xml,
+    port_forward,
+    portfwd_metadata,
+)
+
+pytestmark = pytest.mark.netns
+
+WEB1 = "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01"
+WEB2 = "7a2e1d0b-7b4c-4d66-8b4f-3a1c7b7b2d02"
+
+
+def guide_xml(address: str = HOST_ADDRESS) -> str:
+    """The guide's forward (20443 -> 443) plus 2080 -> 80 and a UDP service."""
+    return domain_xml(
+        "web1",
+        WEB1,
+        metadata=portfwd_metadata(
+            port_forward("tcp", [(20443, 443), (2080, 80)], address=address),
+            port_forward("udp", [(5353, None)], address=address),
+        ),
+    )
+
+
+def test_start_makes_forwards_reachable_and_stop_restores_the_firewall(lab: Lab) -> None:
+    before = lab.firewall()
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    xml = guide_xml()
+    for proc in lab.start("web1", xml):
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ""
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+    assert lab.probe("tcp", 2080) == "guest tcp 80"
+    assert lab.probe("udp", 5353) == "guest udp 5353 ping"
+    # the guest's other ports stay closed, on the host address and directly
+    assert lab.probe("tcp", 22).startswith("ERROR")
+    assert lab.probe("tcp", 22, address="192.168.122.178").startswith("ERROR")
+    assert lab.probe("tcp", 443, address="192.168.122.178").startswith("ERROR")
+    # another host address is not forwarded
+    assert lab.probe("tcp", 20443, address=HOST_ADDRESS_2).startswith("ERROR")
+    assert set(lab.records()) == {WEB1}
+
+    stop_xml = domain_xml("web1", WEB1, metadata="", running=False)  # stop-time XML lacks runtime bits
+    for proc in lab.stop("web1", stop_xml):
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout == ""
+    assert lab.firewall() == before
+    assert lab.records() == {}
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+
+
+def test_reconnect_reapplies_without_duplicates(lab: Lab) -> None:
+    xml = guide_xml()
+    lab.start("web1", xml)
+    rules = lab.our_rules()
+    for _ in range(2):
+        proc = lab.hook("web1", xml, "reconnect")
+        assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    assert lab.our_rules() == rules
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+
+
+def test_reconnect_puts_back_rules_an_admin_flushed(lab: Lab) -> None:
+    xml = guide_xml()
+    lab.start("web1", xml)
+    rules = lab.our_rules()
+    lab.exec(lab.host, "iptables", "-t", "nat", "-F", "PORTFWD")
+    lab.exec(lab.host, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "libvirt-portfwd", "-j", "PORTFWD")
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    assert lab.hook("web1", xml, "reconnect").returncode == 0
+    assert sorted(lab.our_rules()) == sorted(rules)
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+
+
+def test_our_forward_jump_stays_above_libvirts_reject(lab: Lab) -> None:
+    lab.start("web1", guide_xml())
+    forward = [line for line in lab.firewall().splitlines() if line.startswith("-A FORWARD")]
+    assert forward[0] == "-A FORWARD -m comment --comment libvirt-portfwd -j PORTFWD"
+    # libvirt re-inserting its jumps on top (network restart) is repaired by the next change
+    lab.exec(lab.host, "iptables", "-I", "FORWARD", "1", "-j", "LIBVIRT_FWI")
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    assert lab.hook("web1", guide_xml(), "reconnect").returncode == 0
+    forward = [line for line in lab.firewall().splitlines() if line.startswith("-A FORWARD")]
+    assert forward[0] == "-A FORWARD -m comment --comment libvirt-portfwd -j PORTFWD"
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+
+
+def test_no_lease_yet_returns_at_once_and_applies_when_the_lease_appears(lab: Lab) -> None:
+    lab.write_leases({})
+    xml = guide_xml()
+    begin = time.monotonic()
+    # pipes read to the end, as libvirt does: a waiter holding them would make this time out
+    for op in ("prepare", "start", "started"):
+        proc = subprocess.run(lab.hook_argv("web1", op), input=xml, capture_output=True, text=True, timeout=1.0)
+        assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    print(f"start path without a lease returned in {time.monotonic() - begin:.3f} s")
+    assert lab.records()[WEB1]["status"] == "waiting"
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    lab.write_leases({GUEST_MAC: "192.168.122.178"})
+    took = lab.wait_for("tcp", 20443, "guest tcp 443", within=2.0)
+    print(f"forward live {took:.3f} s after the lease was written")
+    assert lab.records()[WEB1]["status"] == "live"
+
+
+def test_waiter_does_nothing_when_the_vm_stopped_meanwhile(lab: Lab) -> None:
+    lab.write_leases({})
+    xml = guide_xml()
+    before = lab.firewall()
+    lab.start("web1", xml)
+    lab.stop("web1", domain_xml("web1", WEB1, running=False))
+    lab.write_leases({GUEST_MAC: "192.168.122.178"})
+    time.sleep(1.0)
+    assert lab.firewall() == before
+    assert lab.records() == {}
+
+
+def test_twenty_vms_started_concurrently(lab: Lab) -> None:
+    before = lab.firewall()
+    vms = []
+    leases = {}
+    for i in range(20):
+        mac = f"52:54:00:00:01:{i:02x}"
+        address = f"192.168.122.{10 + i}"
+        leases[mac] = address
+        uuid = str(uuidlib.uuid4())
+        xml = domain_xml(f"vm{i}", uuid, mac=mac, metadata=portfwd_metadata(port_forward("tcp", [(30000 + i, 80)])))
+        vms.append((f"vm{i}", uuid, xml, address))
+    leases[GUEST_MAC] = "192.168.122.178"
+    lab.write_leases(leases)
+    procs = [
+        subprocess.Popen(lab.hook_argv(name, "started"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for name, _, _, _ in vms
+    ]
+    for proc, (_, _, xml, _) in zip(procs, vms, strict=True):
+        out, err = proc.communicate(xml, timeout=60)
+        assert proc.returncode == 0 and out == "", err
+    records = lab.records()
+    assert set(records) == {uuid for _, uuid, _, _ in vms}
+    nat = lab.exec(lab.host, "iptables", "-t", "nat", "-S")
+    for i, (_, uuid, _, address) in enumerate(vms):
+        assert records[uuid]["status"] == "live"
+        assert f'--dport {30000 + i} -m comment --comment "libvirt-portfwd:{uuid}" -j DNAT --to-destination {address}:80' in nat
+    assert len([line for line in nat.splitlines() if line.startswith("-A PORTFWD ")]) == 20
+    assert len([line for line in nat.splitlines() if line.startswith("-A PREROUTING") and "PORTFWD" in line]) == 1
+    procs = [
+        subprocess.Popen(lab.hook_argv(name, "stopped", "end"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+        for name, _, _, _ in vms
+    ]
+    for proc, (_, _, xml, _) in zip(procs, vms, strict=True):
+        out, err = proc.communicate(xml, timeout=60)
+        assert proc.returncode == 0 and out == "", err
+    assert lab.firewall() == before
+    assert lab.records() == {}
+
+
+def test_second_vm_claiming_a_held_port_is_refused_and_the_first_keeps_working(lab: Lab) -> None:
+    lab.start("web1", guide_xml())
+    before = lab.firewall()
+    xml2 = domain_xml(
+        "web2", WEB2, mac="52:54:00:aa:bb:dd", metadata=portfwd_metadata(port_forward("tcp", [(20443, 22)]))
+    )
+    lab.write_leases({GUEST_MAC: "192.168.122.178", "52:54:00:aa:bb:dd": "192.168.122.179"})
+    results = lab.start("web2", xml2)
+    assert [p.returncode for p in results] == [0, 0, 0]  # default policy: the VM starts
+    lines = [line for line in results[-1].stderr.splitlines() if line]
+    assert lines == [
+        f"libvirt-portfwd: web2: host port conflict (metadata portForward[0]): tcp *:20443 is already forwarded "
+        f"to domain web1 ({WEB1}, tcp {HOST_ADDRESS}:20443)"
+    ]
+    assert lab.firewall() == before
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+    lab.write_config("on_error: block\n")
+    results = [lab.hook("web2", xml2, op) for op in ("prepare",)]
+    assert results[0].returncode == 1
+    assert "host port conflict" in results[0].stderr and "Traceback" not in results[0].stderr
+    assert lab.firewall() == before
+
+
+BAD_INPUTS = {
+    "malformed-xml": (guide_xml()[:-40], "", "not well-formed XML"),  # cut short after our metadata
+    "bad-metadata-port": (
+        domain_xml("web1", WEB1, metadata=portfwd_metadata(port_forward("tcp", [(70000, 443)]))),
+        "",
+        "invalid forward (metadata portForward[0].range[0].start): expected a port 1-65535, got '70000'",
+    ),
+    "bad-metadata-proto": (
+        domain_xml("web1", WEB1, metadata=portfwd_metadata(port_forward("icmp", [(80, None)]))),
+        "",
+        "expected tcp, udp or sctp, got 'icmp'",
+    ),
+    "bad-config-yaml": (guide_xml(), "domains: [unclosed\n", "not valid YAML"),
+    "bad-config-value": (
+        domain_xml("web1", WEB1),
+        "domains:\n  web1:\n    - proto: tcp\n      ranges: [{start: http, to: 80}]\n",
+        "domains.web1[0].ranges[0].start): expected a port 1-65535, got 'http'",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
+def test_bad_input_is_one_line_and_changes_nothing(lab: Lab, case: str) -> None:
+    xml, config, expected = BAD_INPUTS[case]
+    if config:
+        lab.write_config(config)
+    before = lab.firewall()
+    for proc in lab.start("web1", xml):
+        assert proc.returncode == 0 and proc.stdout == ""
+        assert "Traceback" not in proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line]
+    assert len(errors) == 1 and errors[0].startswith("libvirt-portfwd: web1: ") and expected in errors[0], errors
+    assert lab.firewall() == before
+    # with on_error: block (in a config that parses) the start fails, at prepare
+    if not config:
+        lab.write_config("on_error: block\n")
+        proc = lab.hook("web1", xml, "prepare")
+        assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+        assert lab.firewall() == before
+
+
+def test_stop_operations_never_fail(lab: Lab) -> None:
+    lab.write_config("on_error: block\n")
+    for xml in ("garbage", domain_xml("web1", WEB1)):
+        for op in ("stopped", "release", "reconnect"):
+            proc = lab.hook("web1", xml, op, "end")
+            assert proc.returncode == 0 and proc.stdout == ""
+
+
+@pytest.mark.parametrize("operation", ["migrate", "restore", "attach", "start", "frobnicate"])
+def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation: str) -> None:
+    argv = lab.hook_argv("web1", operation)
+    python_at = argv.index(str(argv[argv.index("-i") + 6]))  # the interpreter
+    argv.insert(python_at + 1, "-X")
+    argv.insert(python_at + 2, "importtime")
+    proc = subprocess.run(argv, input=guide_xml(), capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0 and proc.stdout == ""
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    assert "libvirt_portfwd.hook" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2", "yaml")}
