@@ -14,7 +14,7 @@ from functools import cache
 from ipaddress import IPv4Address
 
 from . import log
-from .backends import select_backend
+from .backends import Backend, select_backend
 from .config import Config, load_config
 from .domain import Domain, parse_domain
 from .errors import PortfwdError
@@ -209,3 +209,26 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
         f"{len(set(old) - {r.uuid for r in records})} removed"
     )
     return errors
+
+
+def remove_all(paths: Paths) -> int:
+    """Every rule of ours, in every available backend, and every record (uninstall)."""
+    from .backends import backend_names
+
+    with locked(paths):
+        records = load_records(paths)
+        for name in backend_names():
+            backend = select_backend(name) if name == "none" else _available(name)
+            if backend is not None:
+                backend.apply(backend.rebuild([]))
+        for record in records:
+            delete_record(paths, record.uuid)
+    log.info(f"removed every forward ({len(records)} domain(s))")
+    return len(records)
+
+
+def _available(name: str) -> Backend | None:
+    try:
+        return select_backend(name)
+    except PortfwdError:
+        return None

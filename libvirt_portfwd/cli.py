@@ -3,7 +3,6 @@
 import argparse
 import os
 import sys
-
 from typing import TYPE_CHECKING
 
 from .errors import PortfwdError
@@ -16,6 +15,10 @@ if TYPE_CHECKING:
 DEFAULT_URI = "qemu:///system"
 
 
+class UsageError(Exception):
+    """A command line that argparse accepts but that makes no sense (exit 2)."""
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "hook":
@@ -26,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         return int(args.run(args, Paths(root=args.root, config=args.config)))
+    except UsageError as exc:
+        log.error(f"usage: {exc}")
+        return 2
     except PortfwdError as exc:
         log.error(str(exc))
         return 1
@@ -52,14 +58,15 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--backend", help="render for this backend instead of the configured one")
     plan.set_defaults(run=cmd_plan)
 
-    for name, helptext, func in (
-        ("apply", "apply a running domain's forwards now (asks libvirt for its XML)", cmd_apply),
-        ("remove", "remove a domain's forwards now", cmd_remove),
-    ):
-        sub = commands.add_parser(name, help=helptext)
-        sub.add_argument("domain", help="domain name or UUID")
-        sub.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
-        sub.set_defaults(run=func)
+    apply = commands.add_parser("apply", help="apply a running domain's forwards now (asks libvirt for its XML)")
+    apply.add_argument("domain", help="domain name or UUID")
+    apply.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")
+    apply.set_defaults(run=cmd_apply)
+
+    remove = commands.add_parser("remove", help="remove a domain's forwards now (from the recorded state)")
+    remove.add_argument("domain", nargs="?", help="domain name or UUID")
+    remove.add_argument("--all", action="store_true", help="remove every forward of every domain (uninstall)")
+    remove.set_defaults(run=cmd_remove)
 
     status = commands.add_parser("status", help="each domain's forwards, guest address, and whether they are live")
     status.set_defaults(run=cmd_status)
@@ -107,9 +114,14 @@ def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import remove
+    from .actions import remove, remove_all
     from .state import load_records
 
+    if args.all == bool(args.domain):
+        raise UsageError("remove takes a domain or --all")
+    if args.all:
+        print(f"removed the forwards of {remove_all(paths)} domain(s)")
+        return 0
     record = next((r for r in load_records(paths) if args.domain in (r.name, r.uuid)), None)
     if record is None:
         print(f"{args.domain}: nothing recorded")

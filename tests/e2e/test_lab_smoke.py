@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from tests.lab.guest import HTTP_PORTS, UDP_PORTS
+from tests.lab.guest import HTTP_PORTS, UDP_PORTS, mac_for
 from tests.lab.host import Lab
 
 pytestmark = pytest.mark.e2e
@@ -57,5 +57,25 @@ def test_guest_destroy_restart_and_daemon_reload(lab: Lab) -> None:
     assert lab.domain_state(guest.name) == "running"
     assert lab.udp_echo_from_host(guest.address or "", UDP_PORTS[0], PAYLOAD) == guest.udp_reply(UDP_PORTS[0], PAYLOAD)
 
+    lab.destroy(guest.name)
+    lab.undefine(guest.name)
+
+
+METADATA = (
+    '<portfwd:portfwd xmlns:portfwd="urn:libvirt-portfwd:1">'
+    '<portfwd:portForward proto="tcp" address="203.0.113.1"><portfwd:range start="2080" to="80"/>'
+    "</portfwd:portForward></portfwd:portfwd>"
+)
+
+
+def test_two_nic_guest_with_metadata(lab: Lab) -> None:
+    macs = (mac_for("smoke-2nic", 0), mac_for("smoke-2nic", 1))
+    guest = lab.start_guest("smoke-2nic", macs=macs, metadata=METADATA)
+    second = lab.wait_for_lease(macs[1], 30.0, domain=guest.name)
+    print(f"\nsmoke-2nic: {guest.address} and {second}")
+    assert second != guest.address
+    assert lab.http_get_from_host(second, 443) == guest.http_body(443)
+    stored = lab.virsh("metadata", guest.name, "--uri", "urn:libvirt-portfwd:1").stdout
+    assert 'start="2080"' in stored
     lab.destroy(guest.name)
     lab.undefine(guest.name)

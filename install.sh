@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# libvirt-portfwd installer for Debian 12/13 libvirt hosts. Run as root:
+#   ./install.sh               install or upgrade (idempotent)
+#   ./install.sh --uninstall   remove everything it added, live rules included
+# Installs: Debian packages it needs, the package in its own venv (from Debian's /usr/bin/python3),
+# the libvirt hook (qemu.d; never overwriting a hook it did not write), a commented default
+# config if none exists, the CLI, and persistent net.ipv4.ip_forward=1 (sysctl.d, applied).
+set -euo pipefail
+
+PREFIX=${LIBVIRT_PORTFWD_PREFIX:-/opt/libvirt-portfwd}
+HOOK_DIR=${LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
+CONFIG=${LIBVIRT_PORTFWD_CONFIG:-/etc/libvirt-portfwd/config.yaml}
+RUN_DIR=/run/libvirt-portfwd
+HOOK=$HOOK_DIR/qemu.d/libvirt-portfwd
+SYSCTL_FILE=/etc/sysctl.d/60-libvirt-portfwd.conf
+CLI_LINK=/usr/local/sbin/libvirt-portfwd
+MARKER="managed-by: libvirt-portfwd"
+PACKAGES=(python3-venv python3-dev gcc pkg-config libvirt-dev iptables procps)
+SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+say() { printf 'libvirt-portfwd: %s\n' "$*"; }
+die() { printf 'libvirt-portfwd: install: %s\n' "$*" >&2; exit 1; }
+
+ours() { [ -f "$1" ] && grep -q "$MARKER" "$1"; }
+
+install_packages() {
+    local missing=()
+    for pkg in "${PACKAGES[@]}"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
+    done
+    if [ ${#missing[@]} -gt 0 ]; then
+        say "installing Debian packages: ${missing[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    fi
+}
+
+install_venv() {
+    if [ ! -x "$PREFIX/venv/bin/python3" ]; then
+        say "creating $PREFIX/venv from /usr/bin/python3"
+        /usr/bin/python3 -m venv "$PREFIX/venv"
+    fi
+    local pip=("$PREFIX/venv/bin/pip" --disable-pip-version-check -q)
+    "${pip[@]}" install "$SRC"  # dependencies (lxml, jinja2, pyyaml, libvirt-python)
+    "${pip[@]}" install --no-deps --force-reinstall "$SRC"  # this checkout's code, always
+}
+
+install_hook() {
+    if [ -e "$HOOK" ] && ! ours "$HOOK"; then
+        die "$HOOK exists and was not written by libvirt-portfwd; not overwriting it"
+    fi
+    local had_hooks=no
+    if [ -n "$(find "$HOOK_DIR" -maxdepth 2 -type f -perm -u+x 2>/dev/null | head -n 1)" ]; then
+        had_hooks=yes
+    fi
+    mkdir -p "$HOOK_DIR/qemu.d"
+    local tmp
+    tmp=$(mktemp "$HOOK_DIR/qemu.d/.libvirt-portfwd.XXXXXX")
+    sed -e "1s|.*|#!$PREFIX/venv/bin/python3 -I|" \
+        -e "s|^CONFIG = None$|CONFIG = '$CONFIG'|" "$SRC/hooks/qemu" >"$tmp"
+    chmod 0755 "$tmp"
+    mv -f "$tmp" "$HOOK"
+    say "hook installed: $HOOK"
+    if [ "$had_hooks" = no ]; then
+        say "libvirtd had no hooks before: make it pick this one up with"
+        say "  systemctl restart libvirtd   (or: kill -HUP \$(pidof libvirtd) where systemd does not run)"
+    fi
+}
+
+install_config() {
+    if [ ! -e "$CONFIG" ]; then
+        mkdir -p "$(dirname "$CONFIG")"
+        install -m 0644 "$SRC/templates/config.yaml" "$CONFIG"
+        say "default config written: $CONFIG (all comments: the defaults)"
+    fi
+}
+
+install_sysctl() {
+    printf '# libvirt-portfwd: forwarded connections are routed to the guests\nnet.ipv4.ip_forward = 1\n' >"$SYSCTL_FILE"
+    sysctl -q -w net.ipv4.ip_forward=1
+}
+
+check_libvirt() {
+    if ! command -v libvirtd >/dev/null 2>&1 && ! command -v virtqemud >/dev/null 2>&1; then
+        say "libvirt is not installed here: the hook is in place and works once it is"
+    fi
+}
+
+install_all() {
+    install_packages
+    install_venv
+    ln -sfn "$PREFIX/venv/bin/libvirt-portfwd" "$CLI_LINK"
+    install_config
+    install_hook
+    install_sysctl
+    check_libvirt
+    say "installed; try: libvirt-portfwd plan <domain.xml>, libvirt-portfwd status"
+}
+
+uninstall_all() {
+    if [ -x "$PREFIX/venv/bin/libvirt-portfwd" ]; then
+        "$PREFIX/venv/bin/libvirt-portfwd" --config "$CONFIG" remove --all || say "could not remove the live rules (see above)"
+    fi
+    if ours "$HOOK"; then rm -f "$HOOK"; say "hook removed: $HOOK"; fi
+    rmdir "$HOOK_DIR/qemu.d" "$HOOK_DIR" 2>/dev/null || true
+    if [ -L "$CLI_LINK" ]; then rm -f "$CLI_LINK"; fi
+    if [ -f "$CONFIG" ] && cmp -s "$CONFIG" "$SRC/templates/config.yaml"; then
+        rm -f "$CONFIG"
+        rmdir "$(dirname "$CONFIG")" 2>/dev/null || true
+    elif [ -f "$CONFIG" ]; then
+        say "kept your edited config: $CONFIG"
+    fi
+    rm -f "$SYSCTL_FILE"
+    rm -rf "$PREFIX" "$RUN_DIR"
+    say "uninstalled (net.ipv4.ip_forward stays as it is now; libvirt's NAT networks need it)"
+}
+
+[ "$(id -u)" -eq 0 ] || die "run as root"
+case "${1:-}" in
+    "") install_all ;;
+    --uninstall) uninstall_all ;;
+    *) die "usage: $0 [--uninstall]" ;;
+esac

@@ -1,0 +1,107 @@
+"""install.sh as an admin runs it, inside a network namespace (sysctls are per namespace).
+
+Test namespaces reach no package index, so pip is pointed at the wheelhouse tests/run built
+(PIP_NO_INDEX, PIP_FIND_LINKS: pip's own settings; install.sh is unchanged).
+"""
+
+import os
+import secrets
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, need_root
+from tests.netns.conftest import domain_xml, port_forward, portfwd_metadata
+
+pytestmark = pytest.mark.netns
+
+HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
+CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
+PREFIX = Path("/opt/libvirt-portfwd")
+SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
+CLI = Path("/usr/local/sbin/libvirt-portfwd")
+WHEELS = REPO / ".cache" / "wheels"
+
+
+@pytest.fixture
+def ns() -> Iterator[str]:
+    need_root()
+    if HOOK.exists() or PREFIX.exists():
+        pytest.fail(f"libvirt-portfwd is already installed on this machine ({HOOK}, {PREFIX}): uninstall it first")
+    name = f"pfi-{secrets.token_hex(3)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "exec", name, str(REPO / "install.sh"), "--uninstall"], capture_output=True)
+        CONFIG.unlink(missing_ok=True)
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def install(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
+    return subprocess.run(
+        ["ip", "netns", "exec", ns, str(REPO / "install.sh"), *args],
+        capture_output=True, text=True, env=env, timeout=600, check=False,
+    )
+
+
+def sysctl(ns: str | None) -> str:
+    prefix = ["ip", "netns", "exec", ns] if ns else []
+    return subprocess.run([*prefix, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True).stdout.strip()
+
+
+def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_path: Path) -> None:
+    root_forwarding = sysctl(None)
+    first = install(ns)
+    assert first.returncode == 0, first.stderr
+    assert HOOK.read_text().startswith(f"#!{PREFIX}/venv/bin/python3 -I\n")
+    assert f"CONFIG = '{CONFIG}'" in HOOK.read_text()
+    assert os.access(HOOK, os.X_OK) and CONFIG.is_file() and SYSCTL.is_file() and CLI.is_symlink()
+    assert sysctl(ns) == "1" and sysctl(None) == root_forwarding  # only the namespace changed
+
+    # the installed hook, as libvirt runs it: nothing to do, nothing printed
+    env = ["env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=/root"]
+    proc = subprocess.run(["ip", "netns", "exec", ns, *env, str(HOOK), "web1", "migrate", "begin", "-"],
+                          input="<domain/>", capture_output=True, text=True, timeout=10)
+    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+
+    # the installed CLI finds its templates the same way the checkout does
+    (tmp_path / "run/libvirt/network").mkdir(parents=True)
+    (tmp_path / "run/libvirt/network/default.xml").write_text(
+        "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
+        "<ip address='192.168.122.1' prefix='24'><dhcp><host mac='52:54:00:aa:bb:cc' ip='192.168.122.178'/>"
+        "</dhcp></ip></network>"
+    )
+    xml = tmp_path / "web1.xml"
+    xml.write_text(domain_xml("web1", "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01",
+                              metadata=portfwd_metadata(port_forward("tcp", [(20443, 443)], address="203.0.113.10"))))
+    proc = subprocess.run([str(CLI), "--root", str(tmp_path), "--config", str(CONFIG), "plan", str(xml)],
+                          capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    assert "-j DNAT --to-destination 192.168.122.178:443" in proc.stdout
+
+    # idempotent, and an admin's edited config is kept
+    CONFIG.write_text("lease_wait: 60\n")
+    again = install(ns)
+    assert again.returncode == 0, again.stderr
+    assert CONFIG.read_text() == "lease_wait: 60\n"
+
+    removed = install(ns, "--uninstall")
+    assert removed.returncode == 0, removed.stderr
+    assert "kept your edited config" in removed.stdout
+    assert not HOOK.exists() and not PREFIX.exists() and not SYSCTL.exists() and not CLI.exists()
+
+
+def test_install_never_overwrites_a_hook_it_did_not_write(ns: str) -> None:
+    HOOK.parent.mkdir(parents=True, exist_ok=True)
+    HOOK.write_text("#!/bin/sh\n# the admin's own hook\n")
+    try:
+        proc = install(ns)
+        assert proc.returncode == 1
+        assert f"{HOOK} exists and was not written by libvirt-portfwd" in proc.stderr
+        assert HOOK.read_text() == "#!/bin/sh\n# the admin's own hook\n"
+    finally:
+        HOOK.unlink()

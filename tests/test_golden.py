@@ -1,0 +1,172 @@
+"""Golden files: every case folder under tests/cases/ through the whole pure pipeline.
+
+A case is a folder holding what a host holds when libvirt runs the hook at ``started``:
+
+    domain.xml      the domain XML on the hook's stdin
+    network.xml     /run/libvirt/network/default.xml (libvirt's live <networkstatus>)
+    leases.status   /var/lib/libvirt/dnsmasq/virbr0.status (dnsmasq lease status JSON)
+    config.yaml     /etc/libvirt-portfwd/config.yaml (optional)
+
+and exactly one expected result:
+
+    iptables.rules  the iptables-restore transaction against a fresh firewall
+    error.txt       the one-line message, where the case must be refused
+
+A missing or unexpected golden file fails. ``REGEN_GOLDEN=1 pytest tests/test_golden.py``
+rewrites them; review the diff before committing.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from libvirt_portfwd.actions import Prepared, prepare
+from libvirt_portfwd.backends.iptables import Observed, render_change, render_rebuild
+from libvirt_portfwd.errors import PROG, PortfwdError
+from libvirt_portfwd.paths import Paths
+from libvirt_portfwd.plan import Plan
+
+TESTS = Path(__file__).resolve().parent
+CASES = TESTS / "cases"
+GOLDEN = TESTS / "golden"
+ERROR_FILE = "error.txt"
+INPUTS = ("domain.xml", "network.xml", "leases.status")
+# Where each case input lives on a real host (under the temporary root).
+LAYOUT = {
+    "network.xml": "run/libvirt/network/default.xml",
+    "leases.status": "var/lib/libvirt/dnsmasq/virbr0.status",
+    "config.yaml": "etc/libvirt-portfwd/config.yaml",
+}
+
+
+def fresh_firewall() -> dict[str, Observed]:
+    """What observe_chains() reads on a host where we never ran: no jumps, no dispatch chain."""
+    return {t: Observed(hook_rules=(), dispatch_rules=None) for t in ("nat", "filter")}
+
+
+def render_iptables(plan: Plan) -> str:
+    return render_change(plan.uuid, plan, 0, fresh_firewall())
+
+
+# One golden file per backend that renders text; add nftables here when it exists.
+RENDERERS: dict[str, Callable[[Plan], str]] = {"iptables.rules": render_iptables}
+
+
+def regenerating() -> bool:
+    return os.environ.get("REGEN_GOLDEN", "") not in ("", "0")
+
+
+def case_names() -> list[str]:
+    names = sorted(p.name for p in CASES.iterdir() if p.is_dir()) if CASES.is_dir() else []
+    return names or ["(no cases found)"]  # an empty tests/cases/ fails, it does not skip
+
+
+def install_case(case: Path, root: Path) -> Paths:
+    """Lay the case out like the system under ``root``; return the Paths for that root."""
+    for name, target in LAYOUT.items():
+        if (case / name).is_file():
+            (root / target).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(case / name, root / target)
+    return Paths(root=str(root))
+
+
+def run_case(case: Path, root: Path) -> Prepared:
+    paths = install_case(case, root)
+    return prepare((case / "domain.xml").read_bytes(), paths)
+
+
+def one_line(exc: PortfwdError, root: Path) -> str:
+    """The message as a user sees it, with the temporary root taken out of paths."""
+    return str(exc).replace(str(root), "")
+
+
+def compare(golden: Path, actual: str) -> None:
+    """Compare with the golden file; write it instead under REGEN_GOLDEN=1."""
+    if regenerating():
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        golden.write_text(actual)
+        return
+    if not golden.is_file():
+        pytest.fail(f"missing golden file {golden.relative_to(TESTS)}; run REGEN_GOLDEN=1 pytest {__file__}")
+    assert actual == golden.read_text(), f"{golden.relative_to(TESTS)} differs (REGEN_GOLDEN=1 rewrites it)"
+
+
+def expect_only(case: Path, keep: str) -> None:
+    """A case has exactly one kind of result: rules or an error, never both."""
+    others = [n for n in (*RENDERERS, ERROR_FILE) if n != keep]
+    for name in others:
+        if regenerating():
+            (case / name).unlink(missing_ok=True)
+        elif (case / name).exists():
+            pytest.fail(f"{case.name}: has {name}, but the case {'fails' if keep == ERROR_FILE else 'succeeds'}")
+
+
+@pytest.mark.parametrize("name", case_names())
+def test_case(name: str, tmp_path: Path) -> None:
+    case = CASES / name
+    missing = [n for n in INPUTS if not (case / n).is_file()]
+    assert not missing, f"case {name} lacks {', '.join(missing)}"
+    root = tmp_path / "root"
+    try:
+        prepared = run_case(case, root)
+    except PortfwdError as exc:
+        message = one_line(exc, root)
+        assert message.startswith(f"{PROG}: ") and "\n" not in message, message
+        expect_only(case, ERROR_FILE)
+        compare(case / ERROR_FILE, message + "\n")
+        return
+    plan = prepared.plan
+    assert plan.forwards, f"{name}: the case declares no forward"
+    assert not plan.waiting_macs, f"{name}: no address for {plan.waiting_macs} (add a lease or reservation)"
+    if not regenerating() and (case / ERROR_FILE).exists():
+        pytest.fail(f"{name}: expected {(case / ERROR_FILE).read_text().strip()!r}, but the case succeeded")
+    for golden, render in RENDERERS.items():
+        expect_only(case, golden)
+        compare(case / golden, render(plan))
+
+
+def test_cases_are_laid_out_as_on_a_host(tmp_path: Path) -> None:
+    """The harness itself: inputs land where Paths looks for them."""
+    paths = install_case(CASES / "explicit-guest-address", tmp_path)
+    assert Path(paths.config).read_text() == (CASES / "explicit-guest-address" / "config.yaml").read_text()
+    assert Path(paths.network_dir, "default.xml").is_file()
+    assert Path(paths.dnsmasq_dir, "virbr0.status").is_file()
+    assert paths.config_cache.startswith(str(tmp_path))
+
+
+def plans_of(tmp_path: Path, *names: str) -> list[Plan]:
+    return [run_case(CASES / name, tmp_path / name).plan for name in names]
+
+
+def test_rebuild_two_domains(tmp_path: Path) -> None:
+    """sync's transaction for two running domains, against a fresh firewall."""
+    plans = plans_of(tmp_path, "tcp-single", "udp-range")
+    compare(GOLDEN / "rebuild-two-domains.iptables.rules", render_rebuild(plans, fresh_firewall()))
+
+
+def test_rebuild_removes_stale_chain(tmp_path: Path) -> None:
+    """A chain of a domain that stopped while we were not looking is emptied and deleted."""
+    plans = plans_of(tmp_path, "tcp-single")
+    stale = "PF-0123456789abcdef012345678"
+    observed = {
+        "nat": Observed(
+            hook_rules=("-A PREROUTING -m comment --comment libvirt-portfwd -j PORTFWD",),
+            dispatch_rules=(),
+            chains=frozenset({stale}),
+        ),
+        "filter": Observed(
+            hook_rules=("-A FORWARD -m comment --comment libvirt-portfwd -j PORTFWD",),
+            dispatch_rules=(),
+            chains=frozenset({stale}),
+        ),
+    }
+    compare(GOLDEN / "rebuild-stale-chain.iptables.rules", render_rebuild(plans, observed))
+
+
+def test_rebuild_with_nothing_left_removes_our_chains() -> None:
+    compare(GOLDEN / "rebuild-empty.iptables.rules", render_rebuild([], fresh_firewall()))

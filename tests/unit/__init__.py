@@ -1,0 +1,1 @@
+"""Pure unit tests: no root, no network, no libvirt."""
