@@ -178,6 +178,7 @@ def _connect(uri: str):  # type: ignore[no-untyped-def]
         import libvirt
     except ImportError:
         raise PortfwdError("libvirt-python is not installed", "needed to ask libvirt for domains") from None
+    libvirt.registerErrorHandler(lambda _ctx, _err: None, None)  # errors are ours to report, once
     try:
         return libvirt.open(uri)
     except libvirt.libvirtError as exc:

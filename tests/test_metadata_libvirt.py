@@ -17,8 +17,13 @@ def test_metadata_as_libvirt_stores_it_parses_to_the_declared_forwards() -> None
     conn = libvirt.open("test:///default")
     try:
         dom = conn.lookupByName("test")
-        dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_ELEMENT, README_METADATA, METADATA_KEY, METADATA_NS,
-                        libvirt.VIR_DOMAIN_AFFECT_LIVE)
+        dom.setMetadata(
+            libvirt.VIR_DOMAIN_METADATA_ELEMENT,
+            README_METADATA,
+            METADATA_KEY,
+            METADATA_NS,
+            libvirt.VIR_DOMAIN_AFFECT_LIVE,
+        )
         xml = dom.XMLDesc(0)
     finally:
         conn.close()
@@ -31,10 +36,8 @@ def test_metadata_as_libvirt_stores_it_parses_to_the_declared_forwards() -> None
 
 def test_readme_virsh_command_sets_what_the_parser_reads() -> None:
     """The exact command line the README gives (on the test driver's running domain, --live)."""
-    command = (
-        "metadata test --uri urn:libvirt-portfwd:1 --key portfwd --live --set "
-        f"'{README_METADATA}' ; dumpxml test"
-    )
-    out = subprocess.run(["virsh", "-q", "-c", "test:///default", command], capture_output=True, text=True,
-                         check=True).stdout
+    command = f"metadata test --uri urn:libvirt-portfwd:1 --key portfwd --live --set '{README_METADATA}' ; dumpxml test"
+    out = subprocess.run(
+        ["virsh", "-q", "-c", "test:///default", command], capture_output=True, text=True, check=True
+    ).stdout
     assert len(parse_domain(out.encode()).specs) == 1

@@ -29,6 +29,7 @@ class Observed:
     hook_rules: tuple[str, ...]  # "-A FORWARD ..." lines
     dispatch_rules: tuple[str, ...] | None  # None: no dispatch chain
     chains: frozenset[str] = frozenset()  # our domain chains (filled by full reads only)
+    populated: frozenset[str] = frozenset()  # those of them holding rules (full reads only)
 
 
 @dataclass(frozen=True)
@@ -66,8 +67,13 @@ class IptablesBackend:
             run(RESTORE, stdin=ruleset)
 
     def live_chains(self) -> set[str]:
-        observed = observe_tables()
-        return set(observed["nat"].chains & observed["filter"].chains)
+        """Domain chains that packets reach: hook -> dispatch -> chain, with rules, in both tables."""
+        live = []
+        for seen in observe_tables().values():
+            if not _top_jumps(seen.hook_rules):
+                return set()
+            live.append({_target(r) for r in seen.dispatch_rules or ()} & seen.populated)
+        return set.intersection(*live)
 
 
 def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str, Observed]) -> str:
@@ -157,6 +163,7 @@ def observe_tables() -> dict[str, Observed]:
             if names.DISPATCH_CHAIN in chains
             else None,
             chains=frozenset(c for c in chains if c.startswith(names.DOMAIN_CHAIN_PREFIX)),
+            populated=frozenset(r.split()[1] for r in rules if r.split()[1].startswith(names.DOMAIN_CHAIN_PREFIX)),
         )
     return observed
 

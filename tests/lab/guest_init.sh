@@ -52,7 +52,7 @@ start_network() {
         ifname="${path##*/}"
         ip link set "$ifname" up
         udhcpc -f -i "$ifname" -s /etc/udhcpc.script -x "hostname:$HOSTNAME" \
-            -T 1 -t 0 >/dev/console 2>&1 &
+            -T 3 -t 100 -A 1 >/dev/console 2>&1 &
     done
 }
 

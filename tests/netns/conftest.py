@@ -74,9 +74,7 @@ def portfwd_metadata(*forwards: str) -> str:
 
 def port_forward(proto: str, ranges: list[tuple[int, int | None]], **attrs: str) -> str:
     extra = "".join(f' {k.replace("_", "-")}="{v}"' for k, v in attrs.items())
-    body = "".join(
-        f'<portfwd:range start="{start}"' + (f' to="{to}"' if to else "") + "/>" for start, to in ranges
-    )
+    body = "".join(f'<portfwd:range start="{start}"' + (f' to="{to}"' if to else "") + "/>" for start, to in ranges)
     return f'<portfwd:portForward proto="{proto}"{extra}>{body}</portfwd:portForward>'
 
 
@@ -135,9 +133,19 @@ class Lab:
 
     def start_guest_service(self, name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> None:
         proc = subprocess.Popen(
-            ["ip", "netns", "exec", self.guest, PYTHON, str(DATA / "guest_server.py"), name,
-             ",".join(map(str, tcp)), ",".join(map(str, udp))],
-            stdout=subprocess.PIPE, text=True,
+            [
+                "ip",
+                "netns",
+                "exec",
+                self.guest,
+                PYTHON,
+                str(DATA / "guest_server.py"),
+                name,
+                ",".join(map(str, tcp)),
+                ",".join(map(str, udp)),
+            ],
+            stdout=subprocess.PIPE,
+            text=True,
         )
         assert proc.stdout is not None and proc.stdout.readline().strip() == "ready"
         self.servers.append(proc)
@@ -149,7 +157,9 @@ class Lab:
 
     def write_leases(self, leases: dict[str, str], expiry: int | None = None) -> None:
         expiry = int(time.time()) + 3600 if expiry is None else expiry
-        entries = [{"ip-address": a, "mac-address": m, "hostname": "g", "expiry-time": expiry} for m, a in leases.items()]
+        entries = [
+            {"ip-address": a, "mac-address": m, "hostname": "g", "expiry-time": expiry} for m, a in leases.items()
+        ]
         self._write("var/lib/libvirt/dnsmasq/virbr0.status", json.dumps(entries, indent=2))
 
     def write_config(self, text: str) -> None:
@@ -175,7 +185,9 @@ class Lab:
         env = [f"PATH={HOOK_PATH}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
         return ["ip", "netns", "exec", self.host, "env", "-i", *env, PYTHON, str(HOOK), name, operation, sub, extra]
 
-    def hook(self, name: str, xml: str, operation: str, sub: str = "begin", timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    def hook(
+        self, name: str, xml: str, operation: str, sub: str = "begin", timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             self.hook_argv(name, operation, sub), input=xml, capture_output=True, text=True, timeout=timeout, cwd="/"
         )
@@ -190,7 +202,10 @@ class Lab:
     def cli(self, *args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
         proc = subprocess.run(
             ["ip", "netns", "exec", self.host, PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), *args],
-            capture_output=True, text=True, timeout=60, cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
         )
         if check:
             assert proc.returncode == 0, proc.stderr
@@ -198,7 +213,9 @@ class Lab:
 
     def probe(self, proto: str, port: int, address: str = HOST_ADDRESS, timeout: float = 2.0) -> str:
         """What the client gets back from address:port ("ERROR ..." when nothing answered)."""
-        return self.exec(self.client, PYTHON, str(DATA / "client_probe.py"), proto, address, str(port), str(timeout)).strip()
+        return self.exec(
+            self.client, PYTHON, str(DATA / "client_probe.py"), proto, address, str(port), str(timeout)
+        ).strip()
 
     def wait_for(self, proto: str, port: int, expected: str, within: float) -> float:
         """Seconds until the client gets ``expected`` back; fails after ``within`` seconds."""
@@ -215,7 +232,9 @@ class Lab:
         """iptables-save of the host namespace without comment lines and counters."""
         out = self.exec(self.host, "iptables-save")
         return "\n".join(
-            line.split(" [")[0] if line.startswith(":") else line for line in out.splitlines() if not line.startswith("#")
+            line.split(" [")[0] if line.startswith(":") else line
+            for line in out.splitlines()
+            if not line.startswith("#")
         )
 
     def our_rules(self) -> list[str]:

@@ -140,8 +140,13 @@ def test_twenty_vms_started_concurrently(lab: Lab) -> None:
     leases[GUEST_MAC] = "192.168.122.178"
     lab.write_leases(leases)
     procs = [
-        subprocess.Popen(lab.hook_argv(name, "started"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            lab.hook_argv(name, "started"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name, _, _, _ in vms
     ]
     for proc, (_, _, xml, _) in zip(procs, vms, strict=True):
@@ -152,12 +157,20 @@ def test_twenty_vms_started_concurrently(lab: Lab) -> None:
     nat = lab.exec(lab.host, "iptables", "-t", "nat", "-S")
     for i, (_, uuid, _, address) in enumerate(vms):
         assert records[uuid]["status"] == "live"
-        assert f'--dport {30000 + i} -m comment --comment "libvirt-portfwd:{uuid}" -j DNAT --to-destination {address}:80' in nat
+        assert (
+            f'--dport {30000 + i} -m comment --comment "libvirt-portfwd:{uuid}" -j DNAT --to-destination {address}:80'
+            in nat
+        )
     assert len([line for line in nat.splitlines() if line.startswith("-A PORTFWD ")]) == 20
     assert len([line for line in nat.splitlines() if line.startswith("-A PREROUTING") and "PORTFWD" in line]) == 1
     procs = [
-        subprocess.Popen(lab.hook_argv(name, "stopped", "end"), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                         stderr=subprocess.PIPE, text=True)
+        subprocess.Popen(
+            lab.hook_argv(name, "stopped", "end"),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for name, _, _, _ in vms
     ]
     for proc, (_, _, xml, _) in zip(procs, vms, strict=True):

@@ -44,13 +44,19 @@ def install(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
     return subprocess.run(
         ["ip", "netns", "exec", ns, str(REPO / "install.sh"), *args],
-        capture_output=True, text=True, env=env, timeout=600, check=False,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+        check=False,
     )
 
 
 def sysctl(ns: str | None) -> str:
     prefix = ["ip", "netns", "exec", ns] if ns else []
-    return subprocess.run([*prefix, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        [*prefix, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True
+    ).stdout.strip()
 
 
 def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_path: Path) -> None:
@@ -64,8 +70,13 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
 
     # the installed hook, as libvirt runs it: nothing to do, nothing printed
     env = ["env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=/root"]
-    proc = subprocess.run(["ip", "netns", "exec", ns, *env, str(HOOK), "web1", "migrate", "begin", "-"],
-                          input="<domain/>", capture_output=True, text=True, timeout=10)
+    proc = subprocess.run(
+        ["ip", "netns", "exec", ns, *env, str(HOOK), "web1", "migrate", "begin", "-"],
+        input="<domain/>",
+        capture_output=True,
+        text=True,
+        timeout=10,
+    )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
 
     # the installed CLI finds its templates the same way the checkout does
@@ -76,10 +87,19 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
         "</dhcp></ip></network>"
     )
     xml = tmp_path / "web1.xml"
-    xml.write_text(domain_xml("web1", "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01",
-                              metadata=portfwd_metadata(port_forward("tcp", [(20443, 443)], address="203.0.113.10"))))
-    proc = subprocess.run([str(CLI), "--root", str(tmp_path), "--config", str(CONFIG), "plan", str(xml)],
-                          capture_output=True, text=True, timeout=30)
+    xml.write_text(
+        domain_xml(
+            "web1",
+            "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01",
+            metadata=portfwd_metadata(port_forward("tcp", [(20443, 443)], address="203.0.113.10")),
+        )
+    )
+    proc = subprocess.run(
+        [str(CLI), "--root", str(tmp_path), "--config", str(CONFIG), "plan", str(xml)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "-j DNAT --to-destination 192.168.122.178:443" in proc.stdout
 

@@ -24,7 +24,9 @@ def attrs(values: Mapping[str, object]) -> str:
     return "".join(f" {k}={quoteattr(str(v))}" for k, v in values.items())
 
 
-def nic(mac: str | None = MAC1, network: str | None = "default", type_: str = "network", bridge: str | None = None) -> str:
+def nic(
+    mac: str | None = MAC1, network: str | None = "default", type_: str = "network", bridge: str | None = None
+) -> str:
     """One <interface>; at ``started`` libvirt adds the bridge to a network NIC's <source>."""
     source = {}
     if network is not None:
@@ -35,9 +37,7 @@ def nic(mac: str | None = MAC1, network: str | None = "default", type_: str = "n
     return f"<interface type='{type_}'>{mac_line}<source{attrs(source)}/><model type='virtio'/></interface>"
 
 
-def domain_xml(
-    metadata: str = "", nics: Iterable[str] | None = None, name: str = "web1", uuid: str = UUID
-) -> bytes:
+def domain_xml(metadata: str = "", nics: Iterable[str] | None = None, name: str = "web1", uuid: str = UUID) -> bytes:
     devices = "".join(nics if nics is not None else [nic()])
     meta = f"<metadata>{metadata}</metadata>" if metadata else ""
     return (
@@ -50,9 +50,7 @@ def range_(values: Mapping[str, object], prefix: str = "portfwd:") -> str:
     return f"<{prefix}range{attrs(values)}/>"
 
 
-def forward(
-    values: Mapping[str, object] | None = None, *ranges: Mapping[str, object], prefix: str = "portfwd:"
-) -> str:
+def forward(values: Mapping[str, object] | None = None, *ranges: Mapping[str, object], prefix: str = "portfwd:") -> str:
     body = "".join(range_(r, prefix) for r in ranges or [{"start": 8080, "to": 80}])
     return f"<{prefix}portForward{attrs(values or {})}>{body}</{prefix}portForward>"
 

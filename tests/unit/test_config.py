@@ -146,7 +146,10 @@ def test_unreadable_file(tmp_path: Path) -> None:
             f"invalid config ({P}: backends): unknown key (expected one of backend, address, dev, lease_wait, "
             "on_error, metadata, domains), got 'iptables'",
         ),
-        ({"backend": "nftables"}, f"invalid config ({P}: backend): expected one of auto, iptables, none, got 'nftables'"),
+        (
+            {"backend": "nftables"},
+            f"invalid config ({P}: backend): expected one of auto, iptables, none, got 'nftables'",
+        ),
         ({"on_error": "fail"}, f"invalid config ({P}: on_error): expected allow or block, got 'fail'"),
         ({"on_error": True}, f"invalid config ({P}: on_error): expected allow or block, got True"),
         ({"lease_wait": "5m"}, f"invalid config ({P}: lease_wait): expected seconds, 0-86400, got '5m'"),
@@ -183,7 +186,10 @@ def test_unreadable_file(tmp_path: Path) -> None:
             f"invalid config ({P}: domains): expected a mapping of domain name or UUID to a list of forwards, "
             "got ['web1']",
         ),
-        ({"domains": {"web1": {"start": 80}}}, f"invalid config ({P}: domains.web1): expected a list of forwards, got {{'start': 80}}"),
+        (
+            {"domains": {"web1": {"start": 80}}},
+            f"invalid config ({P}: domains.web1): expected a list of forwards, got {{'start': 80}}",
+        ),
         ({"domains": {1: []}}, f"invalid config ({P}: domains): expected a domain name or UUID as key, got 1"),
         (
             {"domains": {"web1": ["8080:80"]}},
@@ -229,7 +235,9 @@ def test_error_names_the_file(tmp_path: Path) -> None:
     path = write(tmp_path, "on_error: maybe\n")
     with pytest.raises(InputError) as caught:
         load_config(path)
-    assert str(caught.value) == f"libvirt-portfwd: invalid config ({path}: on_error): expected allow or block, got 'maybe'"
+    assert (
+        str(caught.value) == f"libvirt-portfwd: invalid config ({path}: on_error): expected allow or block, got 'maybe'"
+    )
 
 
 def test_metadata_ports_forms() -> None:

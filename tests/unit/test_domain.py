@@ -64,13 +64,18 @@ def test_any_prefix() -> None:
         f"<x:portForward proto='udp'><x:range start='9000' end='9001'/></x:portForward></x:portfwd>"
     )
     d = parse_domain(domain_xml(meta))
-    assert [(s.proto, s.where) for s in d.specs] == [("tcp", "metadata portForward[0]"), ("udp", "metadata portForward[1]")]
+    assert [(s.proto, s.where) for s in d.specs] == [
+        ("tcp", "metadata portForward[0]"),
+        ("udp", "metadata portForward[1]"),
+    ]
 
 
 def test_several_forwards_and_ranges() -> None:
     d = domain(
         forward({"proto": "tcp", "address": "203.0.113.10"}, {"start": 20443, "to": 443}),
-        forward({"proto": "udp", "mac": MAC2}, {"start": 5000, "end": 5010, "to": 6000}, {"start": 5005, "exclude": "yes"}),
+        forward(
+            {"proto": "udp", "mac": MAC2}, {"start": 5000, "end": 5010, "to": 6000}, {"start": 5005, "exclude": "yes"}
+        ),
     )
     assert [s.proto for s in d.specs] == ["tcp", "udp"]
     assert d.specs[1].mac == MAC2
@@ -152,7 +157,7 @@ def test_comments_inside_our_metadata() -> None:
             "(expected one of proto, address, dev, source, mac, guest-address), got '203.0.113.1'",
         ),
         (
-            portfwd(f"<portfwd:portForward proto='tcp'></portfwd:portForward>"),
+            portfwd("<portfwd:portForward proto='tcp'></portfwd:portForward>"),
             "libvirt-portfwd: web1: invalid forward (metadata portForward[0]): "
             "no <range> (at least one port range is needed)",
         ),
@@ -177,7 +182,7 @@ def test_bad_metadata(meta: str, message: str) -> None:
 
 def test_future_namespace_version_is_refused_not_ignored() -> None:
     """A VM written for a newer release must not silently lose its forwards."""
-    meta = f'<portfwd xmlns="urn:libvirt-portfwd:10"><portForward><range start="80"/></portForward></portfwd>'
+    meta = '<portfwd xmlns="urn:libvirt-portfwd:10"><portForward><range start="80"/></portForward></portfwd>'
     assert "unsupported namespace 'urn:libvirt-portfwd:10'" in error_of(domain_xml(meta))
 
 
@@ -218,7 +223,10 @@ def test_uuid_is_normalised() -> None:
             b"<network><name>default</name></network>",
             "libvirt-portfwd: invalid domain XML (domain XML): root element is <network>, expected <domain>",
         ),
-        (b"<domain><uuid>" + UUID.encode() + b"</uuid></domain>", "libvirt-portfwd: invalid domain XML (domain XML): no <name>"),
+        (
+            b"<domain><uuid>" + UUID.encode() + b"</uuid></domain>",
+            "libvirt-portfwd: invalid domain XML (domain XML): no <name>",
+        ),
         (
             b"<domain><name>web1</name><uuid>not-a-uuid</uuid></domain>",
             "libvirt-portfwd: web1: invalid domain XML (domain XML): <uuid> is not a UUID: 'not-a-uuid'",

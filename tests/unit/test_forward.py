@@ -103,7 +103,11 @@ def test_exclude_values() -> None:
         ({}, [{"start": 80.5}], "invalid forward (fw.range[0].start): expected a port 1-65535, got 80.5"),
         ({}, [{"start": True}], "invalid forward (fw.range[0].start): expected a port 1-65535, got True"),
         ({}, [{"start": "80", "end": "x"}], "invalid forward (fw.range[0].end): expected a port 1-65535, got 'x'"),
-        ({}, [{"start": "80", "to": "99999"}], "invalid forward (fw.range[0].to): expected a port 1-65535, got '99999'"),
+        (
+            {},
+            [{"start": "80", "to": "99999"}],
+            "invalid forward (fw.range[0].to): expected a port 1-65535, got '99999'",
+        ),
         ({}, [{"start": "90", "end": "80"}], "invalid forward (fw.range[0].end): is below start 90, got 80"),
         (
             {},
@@ -223,7 +227,9 @@ def test_exclude_values() -> None:
         ({"dev": ".."}, [{"start": "80"}], "invalid forward (fw.dev): expected a network interface name, got '..'"),
     ],
 )
-def test_bad_values_name_key_and_value(values: dict[str, object], ranges: list[dict[str, object]], message: str) -> None:
+def test_bad_values_name_key_and_value(
+    values: dict[str, object], ranges: list[dict[str, object]], message: str
+) -> None:
     actual = error_of(values, *ranges)
     assert actual.startswith("libvirt-portfwd: invalid forward (")
     assert actual.endswith(message)
