@@ -132,7 +132,9 @@ def _metadata_policy(raw: object, path: str) -> MetadataPolicy:
         raise _bad(path, "metadata.ports", ports, "expected a list of ports or ranges such as 1024-65535")
     parsed = []
     for i, item in enumerate(ports):
-        low, _, high = str(item).partition("-")
+        low, dash, high = str(item).partition("-")
+        if dash and not high:
+            raise _bad(path, f"metadata.ports[{i}]", item, "range has no end")
         start = _setting(_port, low, path, f"metadata.ports[{i}]")
         end = _setting(_port, high, path, f"metadata.ports[{i}]") if high else start
         if end < start:

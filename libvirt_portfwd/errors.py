@@ -28,7 +28,7 @@ class PortfwdError(Exception):
             parts.append(self.domain)
         what = f"{self.what} ({self.where})" if self.where else self.what
         parts.append(f"{what}: {self.why}")
-        return ": ".join(parts)
+        return " ".join(": ".join(parts).splitlines())  # one line, whatever the input held
 
 
 class InputError(PortfwdError):

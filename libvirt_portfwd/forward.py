@@ -114,7 +114,7 @@ def _port(value: object, where: str, key: str) -> int:
     if isinstance(value, bool):
         raise _bad(where, key, value, "expected a port 1-65535")
     text = str(value).strip()
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
         raise _bad(where, key, value, "expected a port 1-65535")
     return int(text)
 

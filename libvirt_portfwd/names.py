@@ -1,16 +1,34 @@
 """Every firewall object name and its limits, derived from the domain UUID (never its name)."""
 
+import base64
+import uuid as uuidlib
+
 PROJECT = "libvirt-portfwd"
+BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
 DISPATCH_CHAIN = "PORTFWD"  # ours, in nat and filter; jumped to from the hook chains
-DOMAIN_CHAIN_PREFIX = "PF-"
-IPTABLES_CHAIN_MAX = 28  # xtables: XT_EXTENSION_MAXNAMELEN - 1 (29) less one for safety
+DOMAIN_CHAIN_PREFIX = "PF"
+IPTABLES_CHAIN_MAX = 28  # iptables: chain names up to 28 characters (XT_EXTENSION_MAXNAMELEN - 1 - 2)
 
 
 def domain_chain(uuid: str) -> str:
-    """``PF-`` + the UUID's first 25 hex digits (100 bits): unique, and within 28 characters."""
-    name = DOMAIN_CHAIN_PREFIX + uuid.replace("-", "").lower()[: IPTABLES_CHAIN_MAX - len(DOMAIN_CHAIN_PREFIX)]
+    """``PF`` + the whole UUID in base32 (26 characters): unique, and exactly 28 characters.
+
+    Hex would need 32 characters; any shortening of it lets UUIDs that differ only in the
+    dropped digits share a chain. The rules' comments carry the UUID in its usual form.
+    """
+    encoded = base64.b32encode(uuidlib.UUID(uuid).bytes).decode().rstrip("=")
+    name = DOMAIN_CHAIN_PREFIX + encoded
     assert len(name) <= IPTABLES_CHAIN_MAX
     return name
+
+
+def is_domain_chain(name: str) -> bool:
+    """Exactly the shape domain_chain() makes: how sync knows a stale chain is ours."""
+    return (
+        len(name) == IPTABLES_CHAIN_MAX
+        and name.startswith(DOMAIN_CHAIN_PREFIX)
+        and all(c in BASE32 for c in name[len(DOMAIN_CHAIN_PREFIX) :])
+    )
 
 
 def tag(uuid: str | None = None) -> str:

@@ -116,7 +116,10 @@ def build_plan(
         nic, network = _target(domain, spec, networks)
         assert network.bridge is not None and nic.mac is not None
         guest = _guest_address(spec, nic.mac, network, leases)
-        for r in effective_ranges(spec.ranges):
+        ranges = effective_ranges(spec.ranges)
+        if not ranges:
+            raise InputError("invalid forward", "the excluded ranges cover every forwarded port", where=spec.where)
+        for r in ranges:
             forwards.append(
                 Forward(
                     proto=spec.proto,

@@ -96,14 +96,13 @@ def compare(golden: Path, actual: str) -> None:
     assert actual == golden.read_text(), f"{golden.relative_to(TESTS)} differs (REGEN_GOLDEN=1 rewrites it)"
 
 
-def expect_only(case: Path, keep: str) -> None:
-    """A case has exactly one kind of result: rules or an error, never both."""
-    others = [n for n in (*RENDERERS, ERROR_FILE) if n != keep]
-    for name in others:
+def forbid(case: Path, *names: str) -> None:
+    """A case has one kind of result, rules or an error: the other kind's files must not exist."""
+    for name in names:
         if regenerating():
             (case / name).unlink(missing_ok=True)
         elif (case / name).exists():
-            pytest.fail(f"{case.name}: has {name}, but the case {'fails' if keep == ERROR_FILE else 'succeeds'}")
+            pytest.fail(f"{case.name}: has {name}, but the case {'succeeds' if name == ERROR_FILE else 'fails'}")
 
 
 @pytest.mark.parametrize("name", case_names())
@@ -117,7 +116,7 @@ def test_case(name: str, tmp_path: Path) -> None:
     except PortfwdError as exc:
         message = one_line(exc, root)
         assert message.startswith(f"{PROG}: ") and "\n" not in message, message
-        expect_only(case, ERROR_FILE)
+        forbid(case, *RENDERERS)
         compare(case / ERROR_FILE, message + "\n")
         return
     plan = prepared.plan
@@ -125,8 +124,8 @@ def test_case(name: str, tmp_path: Path) -> None:
     assert not plan.waiting_macs, f"{name}: no address for {plan.waiting_macs} (add a lease or reservation)"
     if not regenerating() and (case / ERROR_FILE).exists():
         pytest.fail(f"{name}: expected {(case / ERROR_FILE).read_text().strip()!r}, but the case succeeded")
+    forbid(case, ERROR_FILE)
     for golden, render in RENDERERS.items():
-        expect_only(case, golden)
         compare(case / golden, render(plan))
 
 

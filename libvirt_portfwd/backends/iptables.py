@@ -1,7 +1,7 @@
 """iptables backend: our own chains, one ``iptables-restore --noflush`` transaction per change.
 
-nat:    PREROUTING -> PORTFWD -> PF-<uuid> (DNAT)
-filter: FORWARD    -> PORTFWD -> PF-<uuid> (ACCEPT only what was DNATed to that guest port)
+nat:    PREROUTING -> PORTFWD -> PF<uuid in base32> (DNAT)
+filter: FORWARD    -> PORTFWD -> PF<uuid in base32> (ACCEPT only what was DNATed to that guest port)
 
 Our FORWARD jump must stand above libvirt's LIBVIRT_FW* jumps, whose reject would shadow it.
 A change reads only the chains it depends on (iptables -S per chain costs the same however
@@ -162,8 +162,8 @@ def observe_tables() -> dict[str, Observed]:
             dispatch_rules=tuple(r for r in rules if r.split()[1] == names.DISPATCH_CHAIN)
             if names.DISPATCH_CHAIN in chains
             else None,
-            chains=frozenset(c for c in chains if c.startswith(names.DOMAIN_CHAIN_PREFIX)),
-            populated=frozenset(r.split()[1] for r in rules if r.split()[1].startswith(names.DOMAIN_CHAIN_PREFIX)),
+            chains=frozenset(c for c in chains if names.is_domain_chain(c)),
+            populated=frozenset(r.split()[1] for r in rules if names.is_domain_chain(r.split()[1])),
         )
     return observed
 

@@ -44,6 +44,16 @@ wait_for_path() {
     [ -e "$1" ]
 }
 
+wait_for_link() {
+    # A DISCOVER sent before the kernel's linkwatch marks the link up (operstate "up", up to
+    # 1 s after carrier) is dropped and costs udhcpc a 3 s timeout.
+    tries=0
+    while [ "$(cat "/sys/class/net/$1/operstate" 2>/dev/null)" != up ] && [ "$tries" -lt 50 ]; do
+        sleep 0.1
+        tries=$((tries + 1))
+    done
+}
+
 start_network() {
     ip link set lo up
     wait_for_path /sys/class/net/eth0 || say "no eth0"
@@ -51,6 +61,7 @@ start_network() {
         [ -e "$path" ] || continue
         ifname="${path##*/}"
         ip link set "$ifname" up
+        wait_for_link "$ifname"
         udhcpc -f -i "$ifname" -s /etc/udhcpc.script -x "hostname:$HOSTNAME" \
             -T 3 -t 100 -A 1 >/dev/console 2>&1 &
     done

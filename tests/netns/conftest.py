@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_portfwd import names
 from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
 
 GUEST_MAC = "52:54:00:aa:bb:cc"
@@ -238,7 +239,13 @@ class Lab:
         )
 
     def our_rules(self) -> list[str]:
-        return [line for line in self.firewall().splitlines() if "PORTFWD" in line or " PF-" in line or ":PF-" in line]
+        return [
+            line
+            for line in self.firewall().splitlines()
+            if "PORTFWD" in line
+            or "libvirt-portfwd" in line
+            or any(names.is_domain_chain(word.lstrip(":")) for word in line.split())
+        ]
 
     def records(self) -> dict[str, dict]:  # type: ignore[type-arg]
         state = self.root / "run/libvirt-portfwd/domains"

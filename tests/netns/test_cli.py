@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from libvirt_portfwd.names import domain_chain
+
 from tests.netns.conftest import HOST_ADDRESS, Lab, domain_xml, port_forward, portfwd_metadata
 
 pytestmark = pytest.mark.netns
@@ -53,7 +55,7 @@ def test_sync_repairs_a_flush_and_drops_stopped_domains(lab: Lab, tmp_path: Path
     assert set(lab.records()) == {WEB1}
     assert lab.probe("tcp", 20443) == "guest tcp 443"
     assert [r for r in lab.our_rules() if "2222" in r] == []
-    assert sorted(lab.our_rules()) == sorted(r for r in live if GONE not in r and "PF-11111111" not in r)
+    assert sorted(lab.our_rules()) == sorted(r for r in live if GONE not in r and domain_chain(GONE) not in r)
     assert "yes" in lab.cli("status", check=True).stdout.splitlines()[1]
 
     # nothing runs: sync leaves the firewall as it was before anything
@@ -89,7 +91,7 @@ def test_plan_prints_the_guides_rules_and_changes_nothing(lab: Lab, tmp_path: Pa
     xml = tmp_path / "web1.xml"
     xml.write_text(web1_xml())
     proc = lab.cli("plan", str(xml), check=True)
-    rules = [line for line in proc.stdout.splitlines() if line.startswith("-A PF-")]
+    rules = [line for line in proc.stdout.splitlines() if line.startswith(f"-A {domain_chain(WEB1)} ")]
     assert any(
         f"-d {HOST_ADDRESS}/32 -p tcp -m tcp --dport 20443" in r
         and r.endswith("-j DNAT --to-destination 192.168.122.178:443")

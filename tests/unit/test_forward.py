@@ -259,3 +259,8 @@ def test_same_message_from_metadata_and_config() -> None:
         "libvirt-portfwd: invalid forward (/etc/libvirt-portfwd/config.yaml: domains.web1[0].ranges[1].start): "
         "expected a port 1-65535, got 'http'"
     )
+
+
+def test_superscript_digit_is_a_clean_error() -> None:
+    with pytest.raises(InputError, match=r"expected a port 1-65535, got '²'"):
+        parse_spec({}, [{"start": "²"}], "fw")
