@@ -6,7 +6,6 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.names import domain_chain
-
 from tests.netns.conftest import HOST_ADDRESS, Lab, domain_xml, port_forward, portfwd_metadata
 
 pytestmark = pytest.mark.netns
