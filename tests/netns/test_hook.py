@@ -6,6 +6,7 @@ import uuid as uuidlib
 
 import pytest
 
+from tests.conftest import PYTHON
 from tests.netns.conftest import (
     GUEST_MAC,
     HOST_ADDRESS,
@@ -252,14 +253,33 @@ def test_stop_operations_never_fail(lab: Lab) -> None:
             assert proc.returncode == 0 and proc.stdout == ""
 
 
-@pytest.mark.parametrize("operation", ["migrate", "restore", "attach", "start", "frobnicate"])
-def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation: str) -> None:
-    argv = lab.hook_argv("web1", operation)
-    python_at = argv.index(str(argv[argv.index("-i") + 6]))  # the interpreter
-    argv.insert(python_at + 1, "-X")
-    argv.insert(python_at + 2, "importtime")
-    proc = subprocess.run(argv, input=guide_xml(), capture_output=True, text=True, timeout=10)
+NOTHING_TO_DO = [
+    # (operation, sub-operation, domain XML): operations the README names as doing nothing
+    *[(op, "begin", "guide") for op in ("migrate", "restore", "attach", "start", "frobnicate")],
+    # and the lifecycle operations of a VM that declares no forward and has no record
+    *[
+        (op, sub, "plain")
+        for op, sub in (
+            ("prepare", "begin"),
+            ("started", "begin"),
+            ("reconnect", "begin"),
+            ("stopped", "end"),
+            ("release", "end"),
+        )
+    ],
+]
+
+
+@pytest.mark.parametrize(("operation", "sub", "kind"), NOTHING_TO_DO)
+def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation: str, sub: str, kind: str) -> None:
+    xml = guide_xml() if kind == "guide" else domain_xml("plain", WEB2)
+    assert lab.hook("plain", domain_xml("plain", WEB2), "prepare").returncode == 0  # the config is parsed once
+    argv = lab.hook_argv("plain", operation, sub)
+    python_at = argv.index(PYTHON)
+    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
+    proc = subprocess.run(argv, input=xml, capture_output=True, text=True, timeout=10)
     assert proc.returncode == 0 and proc.stdout == ""
     imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
     assert "libvirt_portfwd.hook" in imported
     assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2", "yaml")}
+    assert not [line for line in proc.stderr.splitlines() if "import time:" not in line]  # and says nothing
