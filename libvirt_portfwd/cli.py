@@ -114,8 +114,8 @@ def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import remove, remove_all
-    from .state import load_records
+    from .records import load_records
+    from .teardown import remove, remove_all
 
     if args.all == bool(args.domain):
         raise UsageError("remove takes a domain or --all")
@@ -133,7 +133,8 @@ def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     from . import names
     from .backends import select_backend
-    from .state import LIVE, load_records
+    from .records import load_records
+    from .state import LIVE
 
     records = load_records(paths)
     live_chains: dict[str, set[str]] = {}

@@ -61,17 +61,28 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
 
 def _run(name: str, operation: str, xml: bytes, paths: Paths) -> int:
     """The hook's error boundary: one line per failure; exit 1 only where a start may fail."""
-    from . import actions, log
+    from . import log
     from .errors import PortfwdError
 
     try:
         if operation in REMOVE:
-            outcome = actions.remove(_uuid_of(xml) or actions.prepare(xml, paths).plan.uuid, paths, name)
+            from .teardown import remove
+
+            uuid = _uuid_of(xml)
+            if uuid is None:
+                from .actions import prepare
+
+                uuid = prepare(xml, paths).plan.uuid
+            outcome = remove(uuid, paths, name)
         elif operation in CHECK:
-            actions.check(xml, paths)
+            from .actions import check
+
+            check(xml, paths)
             return 0
         else:
-            outcome = actions.apply(xml, paths)
+            from .actions import apply
+
+            outcome = apply(xml, paths)
     except PortfwdError as exc:
         log.error(str(exc.for_domain(name)))
         return 1 if operation not in NEVER_FAIL and _blocks(paths) else 0

@@ -38,6 +38,10 @@ class Paths:
         return os.path.join(self.run_dir, "lock")
 
     @property
+    def index(self) -> str:
+        return os.path.join(self.run_dir, "index.json")
+
+    @property
     def config_cache(self) -> str:
         return os.path.join(self.run_dir, "config.cache")
 

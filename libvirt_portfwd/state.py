@@ -1,7 +1,9 @@
-"""Recorded state: what is live (or waiting for a lease) per domain, and the lock.
+"""Recorded state: what is live (or waiting for a lease) per domain, the index, and the lock.
 
 Teardown reads this, never today's config or the stop-time XML. One JSON file per domain
-UUID under the run directory, written atomically; every change happens under one lock.
+UUID under the run directory, plus an index (name, status, backend and claimed host ports of
+every domain) so that a change reads one file, not one per domain. Written atomically, and
+only under the lock. Stdlib only: the hook's stop path imports this.
 """
 
 import fcntl
@@ -10,77 +12,71 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import asdict, dataclass, field
-from ipaddress import IPv4Address, IPv4Network
+from typing import Any
 
 from .errors import PortfwdError
 from .paths import Paths
-from .plan import Claim, Forward, Plan
 
 LIVE = "live"
 WAITING = "waiting"
+INDEX_KEYS = ("name", "status", "backend", "claims")
+
+Data = dict[str, Any]  # a record, or an index entry, as JSON data
 
 
-@dataclass
-class Record:
-    uuid: str
-    name: str
-    backend: str
-    status: str  # LIVE or WAITING
-    forwards: list[Forward]
-    token: str = ""
-    xml: str = ""  # WAITING only: the domain XML the waiter resolves again
-    waiting_macs: list[str] = field(default_factory=list)
-
-    @classmethod
-    def from_plan(cls, plan: Plan, backend: str, status: str, **extra: str) -> "Record":
-        return cls(plan.uuid, plan.name, backend, status, list(plan.forwards), **extra)  # type: ignore[arg-type]
-
-    @property
-    def plan(self) -> Plan:
-        return Plan(self.name, self.uuid, tuple(self.forwards))
-
-    @property
-    def claims(self) -> list[Claim]:
-        return [f.claim for f in self.forwards]
-
-
-def load_record(paths: Paths, uuid: str) -> Record | None:
+def read(paths: Paths, uuid: str) -> Data | None:
+    """The domain's record, or None."""
     try:
         with open(paths.record(uuid), "rb") as handle:
-            return _decode(json.loads(handle.read()))
+            data = json.loads(handle.read())
     except FileNotFoundError:
         return None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except (OSError, ValueError) as exc:
         raise PortfwdError("unreadable state", str(exc), where=paths.record(uuid)) from None
+    if not isinstance(data, dict):
+        raise PortfwdError("unreadable state", "not a JSON object", where=paths.record(uuid))
+    return data
 
 
-def load_records(paths: Paths) -> list[Record]:
+def uuids(paths: Paths) -> list[str]:
     try:
-        names = sorted(os.listdir(paths.state_dir))
+        names = os.listdir(paths.state_dir)
     except FileNotFoundError:
         return []
-    records = []
-    for name in names:
-        if name.endswith(".json"):
-            record = load_record(paths, name[: -len(".json")])
-            if record is not None:
-                records.append(record)
-    return records
+    return sorted(name[: -len(".json")] for name in names if name.endswith(".json"))
 
 
-def save_record(paths: Paths, record: Record) -> None:
-    os.makedirs(paths.state_dir, mode=0o755, exist_ok=True)
-    target = paths.record(record.uuid)
-    tmp = f"{target}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(_encode(record), handle, indent=1, sort_keys=True)
-    os.replace(tmp, target)
+def write(paths: Paths, uuid: str, data: Data) -> None:
+    """Write the record, then its index entry (under the lock)."""
+    _write_json(paths.record(uuid), data)
+    index = read_index(paths)
+    index[uuid] = {key: data[key] for key in INDEX_KEYS}
+    _write_json(paths.index, index)
 
 
-def delete_record(paths: Paths, uuid: str) -> None:
+def delete(paths: Paths, uuid: str) -> None:
     with suppress(FileNotFoundError):
         os.unlink(paths.record(uuid))
+    index = read_index(paths)
+    if index.pop(uuid, None) is not None:
+        _write_json(paths.index, index)
+
+
+def read_index(paths: Paths) -> dict[str, Data]:
+    """uuid -> {name, status, backend, claims}; rebuilt from the records if missing or stale."""
+    try:
+        with open(paths.index, "rb") as handle:
+            index = json.loads(handle.read())
+        if isinstance(index, dict):
+            return index
+    except (OSError, ValueError):
+        pass
+    index = {}
+    for uuid in uuids(paths):
+        data = read(paths, uuid)
+        if data is not None:
+            index[uuid] = {key: data.get(key) for key in INDEX_KEYS}
+    return index
 
 
 @contextmanager
@@ -97,36 +93,15 @@ def locked(paths: Paths, timeout: float = 60.0) -> Iterator[None]:
             except BlockingIOError:
                 if time.monotonic() > deadline:
                     raise PortfwdError("lock busy", f"waited {timeout:.0f} s", where=paths.lock) from None
-                time.sleep(0.01)
+                time.sleep(0.005)
         yield
     finally:
         os.close(fd)
 
 
-def _encode(record: Record) -> dict:  # type: ignore[type-arg]
-    data = asdict(record)
-    data["forwards"] = [
-        {
-            **asdict(f),
-            "address": str(f.address) if f.address else None,
-            "guest": str(f.guest) if f.guest else None,
-            "sources": [str(s) for s in f.sources],
-        }
-        for f in record.forwards
-    ]
-    return data
-
-
-def _decode(data: dict) -> Record:  # type: ignore[type-arg]
-    forwards = [
-        Forward(
-            **{
-                **f,
-                "address": IPv4Address(f["address"]) if f["address"] else None,
-                "guest": IPv4Address(f["guest"]) if f["guest"] else None,
-                "sources": tuple(IPv4Network(s) for s in f["sources"]),
-            }
-        )
-        for f in data["forwards"]
-    ]
-    return Record(**{**data, "forwards": forwards})
+def _write_json(path: str, data: object) -> None:
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(data, handle, indent=1, sort_keys=True)
+    os.replace(tmp, path)

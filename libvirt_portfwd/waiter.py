@@ -16,7 +16,7 @@ from .actions import apply_waiting
 from .config import load_config
 from .errors import PortfwdError
 from .paths import Paths
-from .state import load_record
+from .records import load_record
 
 POLL_SECONDS = 0.2
 

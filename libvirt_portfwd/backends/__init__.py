@@ -3,7 +3,10 @@
 from typing import Protocol
 
 from ..errors import PortfwdError
-from ..plan import Plan
+from ..model import Plan
+
+NAMES = ("iptables", "none")
+AUTO_ORDER = ("iptables",)
 
 
 class Backend(Protocol):
@@ -19,6 +22,10 @@ class Backend(Protocol):
         base chains away. Reads only what the change depends on; changes nothing.
         """
 
+    def removal(self, uuid: str) -> dict[str, str]:
+        """Prerender the removal of ``uuid``'s rules as just applied: ``other`` (other domains
+        still live) and ``last``; teardown applies one without reading the firewall first."""
+
     def rebuild(self, plans: list[Plan]) -> str:
         """Render the transaction that makes all of our rules exactly ``plans`` (sync)."""
 
@@ -26,29 +33,32 @@ class Backend(Protocol):
         """Apply a rendered transaction atomically, or raise FirewallError and change nothing."""
 
     def live_chains(self) -> set[str]:
-        """UUID-derived names of the domains whose rules are in the firewall now."""
+        """UUID-derived names of the domains whose rules packets reach now."""
 
 
-def backend_names() -> tuple[str, ...]:
-    return ("iptables", "none")
+def _registry() -> dict[str, Backend]:
+    from .iptables import IptablesBackend
+    from .none import NoneBackend
+
+    return {"iptables": IptablesBackend(), "none": NoneBackend()}
 
 
 def select_backend(name: str) -> Backend:
     """``auto`` takes the first available backend; an explicit name must be available."""
-    from .iptables import IptablesBackend
-    from .none import NoneBackend
-
-    registry: dict[str, Backend] = {"iptables": IptablesBackend(), "none": NoneBackend()}
+    registry = _registry()
     if name != "auto":
         backend = registry.get(name)
         if backend is None:
             raise PortfwdError("unknown backend", f"{name!r} (known: {', '.join(registry)})")
         if not backend.available():
-            raise PortfwdError("backend unavailable", f"{name}: iptables-restore not found")
+            raise PortfwdError("backend unavailable", f"{name}: its commands are not installed")
         return backend
-    tried = []
-    for candidate in ("iptables",):
+    for candidate in AUTO_ORDER:
         if registry[candidate].available():
             return registry[candidate]
-        tried.append(candidate)
-    raise PortfwdError("no firewall backend", f"tried {', '.join(tried)}: none is installed (install iptables)")
+    raise PortfwdError("no firewall backend", f"tried {', '.join(AUTO_ORDER)}: none is installed (install iptables)")
+
+
+def available_backends() -> list[Backend]:
+    """Every backend that can run here, the do-nothing one excluded."""
+    return [b for name, b in _registry().items() if name != "none" and b.available()]

@@ -13,13 +13,13 @@ from dataclasses import dataclass, field
 
 from .. import names
 from ..errors import FirewallError
-from ..plan import Plan
-from ..render import render
+from ..model import Plan
 from ..run import run, run_all
 
 HOOKS = {"nat": "PREROUTING", "filter": "FORWARD"}
 LIBVIRT_CHAIN_PREFIX = "LIBVIRT_"
 RESTORE = ["iptables-restore", "--noflush", "--wait=10"]
+TOP_JUMP = f"-m comment --comment {names.tag()} -j {names.DISPATCH_CHAIN}"  # as the template writes it
 
 
 @dataclass(frozen=True)
@@ -58,6 +58,16 @@ class IptablesBackend:
 
     def change(self, uuid: str, plan: Plan | None, others: int) -> str:
         return render_change(uuid, plan, others, observe_chains())
+
+    def removal(self, uuid: str) -> dict[str, str]:
+        """Against the firewall as change() just left it: our jumps in place, exactly once."""
+        chain = names.domain_chain(uuid)
+        jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
+        after = {
+            table: Observed(hook_rules=(f"-A {hook} {TOP_JUMP}",), dispatch_rules=(jump,))
+            for table, hook in HOOKS.items()
+        }
+        return {"other": render_change(uuid, None, 1, after), "last": render_change(uuid, None, 0, after)}
 
     def rebuild(self, plans: list[Plan]) -> str:
         return render_rebuild(plans, observe_tables())
@@ -105,7 +115,7 @@ def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str,
             )
         )
     tx = Transaction(tables=tuple(tables), plans=(plan,) if plan else (), removed=() if plan else (chain,))
-    return render("iptables.j2", tx=tx)
+    return _render(tx)
 
 
 def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
@@ -126,7 +136,13 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
                 delete_dispatch=last,
             )
         )
-    return render("iptables.j2", tx=Transaction(tables=tuple(tables), plans=tuple(plans), removed=tuple(stale)))
+    return _render(Transaction(tables=tuple(tables), plans=tuple(plans), removed=tuple(stale)))
+
+
+def _render(tx: Transaction) -> str:
+    from ..render import render  # jinja2: only where a ruleset is rendered, not on every import
+
+    return render("iptables.j2", tx=tx)
 
 
 def observe_chains() -> dict[str, Observed]:

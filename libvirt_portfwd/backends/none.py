@@ -1,6 +1,6 @@
 """The do-nothing backend: renders nothing, applies nothing (dry runs, hosts without a firewall)."""
 
-from ..plan import Plan
+from ..model import Plan
 
 
 class NoneBackend:
@@ -11,6 +11,9 @@ class NoneBackend:
 
     def change(self, uuid: str, plan: Plan | None, others: int) -> str:
         return ""
+
+    def removal(self, uuid: str) -> dict[str, str]:
+        return {"other": "", "last": ""}
 
     def rebuild(self, plans: list[Plan]) -> str:
         return ""

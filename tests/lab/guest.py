@@ -17,6 +17,7 @@ init script builds a new image and an unchanged machine reuses the old one.
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import lzma
@@ -27,6 +28,7 @@ import stat
 import struct
 import subprocess
 import tempfile
+import time
 import uuid as uuid_module
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -54,6 +56,7 @@ ROOT_MODULES = (
 BUILD_VERSION = "lab-guest-1"
 CACHE_ENV = "LIBVIRT_PORTFWD_TEST_CACHE"
 DEFAULT_CACHE_DIR = Path("/var/cache/libvirt-portfwd-tests")
+CACHE_MAX_AGE = 7 * 24 * 3600.0  # images unused this long are removed when a new one is built
 BUSYBOX = Path("/bin/busybox")
 HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "guest_init.sh"
@@ -459,8 +462,10 @@ def build_guest_image(cache: Path | None = None) -> GuestImage:
     target = root / f"guest-{key}"
     image = GuestImage(target / "vmlinuz", target / "initrd.img", kernel.version, key)
     if image.kernel.is_file() and image.initrd.is_file():
+        os.utime(target)
         return image
     root.mkdir(parents=True, exist_ok=True)
+    prune_cache(root, keep=target)
     root.chmod(0o755)
     staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
     try:
@@ -473,6 +478,15 @@ def build_guest_image(cache: Path | None = None) -> GuestImage:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return image
+
+
+def prune_cache(root: Path, keep: Path, max_age: float = CACHE_MAX_AGE) -> None:
+    """Remove other images not used for max_age seconds (each use touches its directory)."""
+    now = time.time()
+    for entry in root.glob("guest-*"):
+        with contextlib.suppress(OSError):
+            if entry != keep and now - entry.stat().st_mtime > max_age:
+                shutil.rmtree(entry)
 
 
 def _build_into(staging: Path, kernel: KernelSource, modules: Sequence[tuple[str, Path]]) -> None:

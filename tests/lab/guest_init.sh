@@ -63,7 +63,7 @@ start_network() {
         ip link set "$ifname" up
         wait_for_link "$ifname"
         udhcpc -f -i "$ifname" -s /etc/udhcpc.script -x "hostname:$HOSTNAME" \
-            -T 2 -t 100 -A 1 >/dev/console 2>&1 &
+            -T 3 -t 100 -A 1 >/dev/console 2>&1 &
     done
 }
 

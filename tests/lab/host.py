@@ -23,6 +23,7 @@ libvirtd it did not start, and cleans up what a crashed earlier lab recorded in
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -155,12 +156,11 @@ class _Record:
 
     host_ns: str
     client_ns: str
+    temp_workdir: str = ""  # a workdir the lab made (removed by the cleanup of a stale lab)
     domains: list[str] = field(default_factory=list)
 
     def save(self) -> None:
-        _write_json(
-            STATE_DIR / "lab.json", {"host_ns": self.host_ns, "client_ns": self.client_ns, "domains": self.domains}
-        )
+        _write_json(STATE_DIR / "lab.json", dataclasses.asdict(self))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -247,7 +247,9 @@ class Lab:
             self._clean_stale_lab()
             self._refuse_foreign_libvirtd()
             self._make_workdir()
-            self._record = _Record(self.host_ns, self.client_ns)
+            self._record = _Record(
+                self.host_ns, self.client_ns, str(self.workdir) if self._own_workdir and not self.keep_workdir else ""
+            )
             self._record.save()
             self._create_namespaces()
             if self.before_libvirtd is not None:
@@ -332,6 +334,9 @@ class Lab:
             stop_daemon(STATE_DIR / f"{name}.pid", name)
         delete_namespaces(namespaces)
         self._stale_domains = list(stale.get("domains", []))
+        temp_workdir = str(stale.get("temp_workdir", ""))
+        if temp_workdir.startswith("/var/tmp/libvirt-portfwd-lab-"):
+            shutil.rmtree(temp_workdir, ignore_errors=True)
         path.unlink()
 
     def _refuse_foreign_libvirtd(self) -> None:

@@ -1,0 +1,82 @@
+"""Record: one domain's recorded state as model objects, on top of state's JSON files."""
+
+from dataclasses import asdict, dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+
+from . import state
+from .model import Claim, Forward, Plan
+from .paths import Paths
+
+
+@dataclass
+class Record:
+    uuid: str
+    name: str
+    backend: str
+    status: str  # state.LIVE or state.WAITING
+    forwards: list[Forward]
+    token: str = ""  # WAITING: which waiter may apply
+    xml: str = ""  # WAITING: the domain XML the waiter resolves again
+    waiting_macs: list[str] = field(default_factory=list)
+    teardown: dict[str, str] = field(default_factory=dict)  # LIVE: prerendered removals (see teardown)
+
+    @classmethod
+    def from_plan(cls, plan: Plan, backend: str, status: str) -> "Record":
+        return cls(plan.uuid, plan.name, backend, status, list(plan.forwards))
+
+    @property
+    def plan(self) -> Plan:
+        return Plan(self.name, self.uuid, tuple(self.forwards))
+
+    @property
+    def claims(self) -> list[Claim]:
+        return [f.claim for f in self.forwards]
+
+
+def load_record(paths: Paths, uuid: str) -> Record | None:
+    data = state.read(paths, uuid)
+    return None if data is None else decode(data)
+
+
+def load_records(paths: Paths) -> list[Record]:
+    return [r for r in (load_record(paths, uuid) for uuid in state.uuids(paths)) if r is not None]
+
+
+def save_record(paths: Paths, record: Record) -> None:
+    state.write(paths, record.uuid, encode(record))
+
+
+def claims_of(entry: state.Data) -> list[Claim]:
+    """The claims stored in an index entry."""
+    return [Claim(p, IPv4Address(a) if a else None, s, e) for p, a, s, e in entry.get("claims") or ()]
+
+
+def encode(record: Record) -> state.Data:
+    data = asdict(record)
+    data["forwards"] = [
+        {
+            **asdict(f),
+            "address": str(f.address) if f.address else None,
+            "guest": str(f.guest) if f.guest else None,
+            "sources": [str(s) for s in f.sources],
+        }
+        for f in record.forwards
+    ]
+    data["claims"] = [[c.proto, str(c.address) if c.address else None, c.start, c.end] for c in record.claims]
+    return data
+
+
+def decode(data: state.Data) -> Record:
+    forwards = [
+        Forward(
+            **{
+                **f,
+                "address": IPv4Address(f["address"]) if f["address"] else None,
+                "guest": IPv4Address(f["guest"]) if f["guest"] else None,
+                "sources": tuple(IPv4Network(s) for s in f["sources"]),
+            }
+        )
+        for f in data["forwards"]
+    ]
+    fields = {k: v for k, v in data.items() if k in Record.__dataclass_fields__}
+    return Record(**{**fields, "forwards": forwards})

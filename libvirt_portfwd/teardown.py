@@ -1,0 +1,61 @@
+"""Removing a domain's rules: from what was recorded, never from today's config or XML.
+
+This is the hook's stop path (``stopped``, ``release``), so it stays light: it reads the
+record as JSON and applies the removal the backend rendered when the rules went live. Only
+if the firewall is no longer as we left it (the prerendered transaction is refused, and so
+changed nothing) does it read the firewall and render the removal again.
+"""
+
+from . import log, state
+from .errors import FirewallError, PortfwdError
+from .paths import Paths
+
+
+def remove(uuid: str, paths: Paths, name: str = "") -> str:
+    with state.locked(paths):
+        data = state.read(paths, uuid)
+        if data is None:
+            return "nothing recorded"
+        name = data.get("name") or name
+        if data.get("status") == state.LIVE:
+            index = state.read_index(paths)
+            others = sum(
+                1
+                for u, e in index.items()
+                if u != uuid and e["status"] == state.LIVE and e["backend"] == data["backend"]
+            )
+            try:
+                _remove_rules(uuid, data, others)
+            except PortfwdError as exc:
+                raise exc.for_domain(name) from None
+        state.delete(paths, uuid)
+    log.info(f"{name}: forwards removed ({len(data.get('forwards') or ())} recorded)")
+    return "removed"
+
+
+def remove_all(paths: Paths) -> int:
+    """Every rule of ours, in every available backend, and every record (uninstall)."""
+    from .backends import available_backends
+
+    with state.locked(paths):
+        uuids = state.uuids(paths)
+        for backend in available_backends():
+            backend.apply(backend.rebuild([]))
+        for uuid in uuids:
+            state.delete(paths, uuid)
+    log.info(f"removed every forward ({len(uuids)} domain(s))")
+    return len(uuids)
+
+
+def _remove_rules(uuid: str, data: state.Data, others: int) -> None:
+    from .backends import select_backend
+
+    backend = select_backend(data["backend"])
+    prerendered = (data.get("teardown") or {}).get("last" if others == 0 else "other")
+    if prerendered is not None:
+        try:
+            backend.apply(prerendered)
+            return
+        except FirewallError:
+            pass  # refused as a whole, so nothing changed: someone edited our rules; look and render
+    backend.apply(backend.change(uuid, None, others))
