@@ -5,6 +5,8 @@ rule change is one transaction, and the record is written only after it was appl
 Removal lives in teardown (the hook's light stop path).
 """
 
+from __future__ import annotations
+
 import os
 import subprocess
 import sys
@@ -14,7 +16,7 @@ from functools import cache
 from ipaddress import IPv4Address
 
 from . import log, state
-from .backends import Backend, select_backend
+from .backends import select_backend
 from .config import Config, load_config
 from .domain import Domain, parse_domain
 from .errors import PortfwdError
@@ -24,6 +26,10 @@ from .paths import Paths
 from .plan import Plan, build_plan, collect_specs, find_conflicts
 from .records import Record, claims_of, load_record, load_records, save_record
 from .teardown import remove
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .backends.base import Backend
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from .errors import PortfwdError
 from .paths import Paths
 
 if TYPE_CHECKING:
-    from .backends import Backend
+    from .backends.base import Backend
     from .plan import Plan
 
 DEFAULT_URI = "qemu:///system"
@@ -97,7 +97,8 @@ def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
 
 def _render_plan(backend: "Backend", plan: "Plan") -> str:
     """Against the live firewall when we may read it (root), else against an empty one."""
-    from .backends.iptables import IptablesBackend, Observed, render_change
+    from .backends.iptables import IptablesBackend
+    from .backends.iptables_rules import Observed, render_change
 
     if isinstance(backend, IptablesBackend) and os.geteuid() != 0:
         empty = {t: Observed(hook_rules=(), dispatch_rules=None) for t in ("nat", "filter")}

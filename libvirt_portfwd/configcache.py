@@ -5,7 +5,6 @@ the YAML document as plain data plus what the fast path asks (which domains the 
 names, the error policy), keyed by the config file's identity (inode, size, mtime, ctime).
 """
 
-import contextlib
 import marshal
 import os
 
@@ -51,5 +50,7 @@ def write_cache(cache_path: str, entry: dict) -> None:  # type: ignore[type-arg]
             handle.write(data)
         os.replace(tmp, cache_path)
     except OSError:
-        with contextlib.suppress(OSError):
+        try:
             os.unlink(tmp)
+        except OSError:
+            return

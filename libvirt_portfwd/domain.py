@@ -1,6 +1,5 @@
 """Domain XML -> Domain: name, UUID, NICs and the forwards declared in <metadata>."""
 
-import uuid as uuidlib
 from dataclasses import dataclass
 
 from lxml import etree
@@ -40,12 +39,11 @@ def parse_domain(data: bytes, where: str = "domain XML") -> Domain:
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InputError("invalid domain XML", "no <name>", where=where)
-    try:
-        uuid = str(uuidlib.UUID((root.findtext("uuid") or "").strip()))
-    except ValueError:
+    uuid = _canonical_uuid((root.findtext("uuid") or "").strip())
+    if uuid is None:
         raise InputError(
             "invalid domain XML", f"<uuid> is not a UUID: {root.findtext('uuid')!r}", where=where, domain=name
-        ) from None
+        )
     try:
         interfaces = tuple(_parse_interface(e) for e in root.iterfind("devices/interface"))
         specs = _parse_metadata(root.find("metadata"))
@@ -119,3 +117,11 @@ def _expect(element: etree._Element, localname: str, where: str) -> None:
 
 def _namespace(element: etree._Element) -> str:
     return etree.QName(element).namespace or ""
+
+
+def _canonical_uuid(text: str) -> str | None:
+    """libvirt's forms (with or without dashes, any case) -> 8-4-4-4-12 lower case, else None."""
+    digits = text.replace("-", "").lower()
+    if len(digits) != 32 or not all(c in "0123456789abcdef" for c in digits):
+        return None
+    return f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:20]}-{digits[20:]}"

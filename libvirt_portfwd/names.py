@@ -1,7 +1,6 @@
 """Every firewall object name and its limits, derived from the domain UUID (never its name)."""
 
 import base64
-import uuid as uuidlib
 
 PROJECT = "libvirt-portfwd"
 BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
@@ -16,7 +15,7 @@ def domain_chain(uuid: str) -> str:
     Hex would need 32 characters; any shortening of it lets UUIDs that differ only in the
     dropped digits share a chain. The rules' comments carry the UUID in its usual form.
     """
-    encoded = base64.b32encode(uuidlib.UUID(uuid).bytes).decode().rstrip("=")
+    encoded = base64.b32encode(bytes.fromhex(uuid.replace("-", ""))).decode().rstrip("=")
     name = DOMAIN_CHAIN_PREFIX + encoded
     assert len(name) <= IPTABLES_CHAIN_MAX
     return name

@@ -1,5 +1,7 @@
 """Record: one domain's recorded state as model objects, on top of state's JSON files."""
 
+from __future__ import annotations
+
 from dataclasses import asdict, dataclass, field
 from ipaddress import IPv4Address, IPv4Network
 
@@ -21,7 +23,7 @@ class Record:
     teardown: dict[str, str] = field(default_factory=dict)  # LIVE: prerendered removals (see teardown)
 
     @classmethod
-    def from_plan(cls, plan: Plan, backend: str, status: str) -> "Record":
+    def from_plan(cls, plan: Plan, backend: str, status: str) -> Record:
         return cls(plan.uuid, plan.name, backend, status, list(plan.forwards))
 
     @property

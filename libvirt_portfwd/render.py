@@ -35,6 +35,9 @@ def environment() -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
         autoescape=False,
+        # compiling the template costs more than the rest of a hook run: keep the compiled code
+        # (jinja2's per-user cache directory, created private, under the temp dir)
+        bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.filters.update(chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports)
     env.globals.update(dispatch=names.DISPATCH_CHAIN, project_tag=names.tag())

@@ -6,22 +6,26 @@ every domain) so that a change reads one file, not one per domain. Written atomi
 only under the lock. Stdlib only: the hook's stop path imports this.
 """
 
+from __future__ import annotations
+
 import fcntl
 import json
 import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager, suppress
-from typing import Any
 
 from .errors import PortfwdError
 from .paths import Paths
 
+TYPE_CHECKING = False  # typing is not imported at run time: the stop path imports this module
+if TYPE_CHECKING:
+    from types import TracebackType
+    from typing import Any
+
+    Data = dict[str, Any]  # a record, or an index entry, as JSON data
+
 LIVE = "live"
 WAITING = "waiting"
 INDEX_KEYS = ("name", "status", "backend", "claims")
-
-Data = dict[str, Any]  # a record, or an index entry, as JSON data
 
 
 def read(paths: Paths, uuid: str) -> Data | None:
@@ -55,7 +59,7 @@ def write(paths: Paths, uuid: str, data: Data) -> None:
 
 
 def delete(paths: Paths, uuid: str) -> None:
-    with suppress(FileNotFoundError):
+    if os.path.exists(paths.record(uuid)):
         os.unlink(paths.record(uuid))
     index = read_index(paths)
     if index.pop(uuid, None) is not None:
@@ -79,24 +83,28 @@ def read_index(paths: Paths) -> dict[str, Data]:
     return index
 
 
-@contextmanager
-def locked(paths: Paths, timeout: float = 60.0) -> Iterator[None]:
+class locked:
     """Serialise every change (hooks, waiters, CLI) on one flock."""
-    os.makedirs(paths.run_dir, mode=0o755, exist_ok=True)
-    fd = os.open(paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-    try:
-        deadline = time.monotonic() + timeout
+
+    def __init__(self, paths: Paths, timeout: float = 60.0) -> None:
+        self.paths, self.timeout, self.fd = paths, timeout, -1
+
+    def __enter__(self) -> None:
+        os.makedirs(self.paths.run_dir, mode=0o755, exist_ok=True)
+        self.fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        deadline = time.monotonic() + self.timeout
         while True:
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return
             except BlockingIOError:
                 if time.monotonic() > deadline:
-                    raise PortfwdError("lock busy", f"waited {timeout:.0f} s", where=paths.lock) from None
+                    os.close(self.fd)
+                    raise PortfwdError("lock busy", f"waited {self.timeout:.0f} s", where=self.paths.lock) from None
                 time.sleep(0.005)
-        yield
-    finally:
-        os.close(fd)
+
+    def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:
+        os.close(self.fd)
 
 
 def _write_json(path: str, data: object) -> None:

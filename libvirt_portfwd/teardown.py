@@ -6,6 +6,8 @@ if the firewall is no longer as we left it (the prerendered transaction is refus
 changed nothing) does it read the firewall and render the removal again.
 """
 
+from __future__ import annotations
+
 from . import log, state
 from .errors import FirewallError, PortfwdError
 from .paths import Paths

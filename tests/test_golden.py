@@ -26,7 +26,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.actions import Prepared, prepare
-from libvirt_portfwd.backends.iptables import Observed, render_change, render_rebuild
+from libvirt_portfwd.backends.iptables_rules import Observed, render_change, render_rebuild
 from libvirt_portfwd.errors import PROG, PortfwdError
 from libvirt_portfwd.paths import Paths
 from libvirt_portfwd.plan import Plan

@@ -1,39 +1,15 @@
 """Firewall backends: a small interface, a registry, and a selector that says what it tried."""
 
-from typing import Protocol
+from __future__ import annotations
 
 from ..errors import PortfwdError
-from ..model import Plan
+
+TYPE_CHECKING = False  # typing is not imported at run time: the hook's stop path imports this
+if TYPE_CHECKING:
+    from .base import Backend
 
 NAMES = ("iptables", "none")
 AUTO_ORDER = ("iptables",)
-
-
-class Backend(Protocol):
-    name: str
-
-    def available(self) -> bool:
-        """Whether this host can run the backend's commands."""
-
-    def change(self, uuid: str, plan: Plan | None, others: int) -> str:
-        """Render the one transaction that makes ``uuid``'s rules match ``plan`` (None: remove).
-
-        ``others`` counts the other domains with live rules, so the last removal can take our
-        base chains away. Reads only what the change depends on; changes nothing.
-        """
-
-    def removal(self, uuid: str) -> dict[str, str]:
-        """Prerender the removal of ``uuid``'s rules as just applied: ``other`` (other domains
-        still live) and ``last``; teardown applies one without reading the firewall first."""
-
-    def rebuild(self, plans: list[Plan]) -> str:
-        """Render the transaction that makes all of our rules exactly ``plans`` (sync)."""
-
-    def apply(self, ruleset: str) -> None:
-        """Apply a rendered transaction atomically, or raise FirewallError and change nothing."""
-
-    def live_chains(self) -> set[str]:
-        """UUID-derived names of the domains whose rules packets reach now."""
 
 
 def _registry() -> dict[str, Backend]:

@@ -1,6 +1,10 @@
 """The do-nothing backend: renders nothing, applies nothing (dry runs, hosts without a firewall)."""
 
-from ..model import Plan
+from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ..model import Plan
 
 
 class NoneBackend:

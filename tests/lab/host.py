@@ -569,10 +569,13 @@ class Lab:
     def start_guest(self, name: str, *, wait: bool = True, lease_timeout: float = 90.0, **kwargs: Any) -> Guest:
         """Define and start a lab guest (kwargs: GuestSpec fields such as macs, metadata,
         hostname); with wait, block until its first NIC has a lease and set .address."""
+        if "macs" in kwargs:
+            kwargs["macs"] = tuple(kwargs["macs"])
         spec = self.guest_spec(name, **kwargs)
         guest = Guest(name, spec.resolved_uuid(), spec.resolved_hostname(), spec.resolved_macs(), spec.serial_log)
         self.guests[name] = guest
         self.define(guest_module.domain_xml(spec, self.image))
+        guest.macs = tuple(self.domain_macs(name))  # as defined (spec.interfaces_xml may set its own)
         self.timings[f"{name}:virsh_start"] = self.start_domain(name)
         if wait:
             self.wait_for_guest(guest, lease_timeout)

@@ -1,0 +1,216 @@
+"""The benchmark's world: a source snapshot, its venv, three namespaces and a temporary root.
+
+Everything lives under one temporary directory and in namespaces named ``pfb-{h,g,c}-<tag>``;
+``destroy()`` ends the processes left in those namespaces (by pid), deletes the namespaces
+and the directory. Nothing touches the root namespace's firewall, routes or interfaces.
+"""
+
+import json
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import scenario
+
+REPO = Path(__file__).resolve().parent.parent
+SNAPSHOT_PATHS = ("libvirt_portfwd", "templates", "hooks", "tests/data", "setup.cfg", "pyproject.toml", "README.md")
+SYSTEM_ENV = {"PATH": scenario.HOOK_PATH, "LC_ALL": "C", "HOME": "/root"}
+
+
+class BenchError(Exception):
+    """A step of the benchmark failed; the message says which and why."""
+
+
+def sh(*argv: str, input: str | None = None, check: bool = True, timeout: float = 120) -> str:
+    proc = subprocess.run(
+        argv, input=input, capture_output=True, text=True, timeout=timeout, check=False, env=SYSTEM_ENV
+    )
+    if check and proc.returncode != 0:
+        raise BenchError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()[-2000:]}")
+    return proc.stdout
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True)
+class LabInfo:
+    """What the measuring process (inside the host namespace) needs to know; JSON-able."""
+
+    host: str
+    guest: str
+    client: str
+    root: str
+    python: str
+    hook: str
+    cli: str
+    source: str
+    workdir: str
+
+
+class Lab:
+    def __init__(self, workdir: Path) -> None:
+        tag = secrets.token_hex(3)
+        self.host, self.guest, self.client = f"pfb-h-{tag}", f"pfb-g-{tag}", f"pfb-c-{tag}"
+        self.workdir = workdir
+        self.source = workdir / "src"
+        self.root = workdir / "root"
+        self.python = ""
+        self.namespaces: list[str] = []
+        self.servers: list[subprocess.Popen[str]] = []
+
+    # -- the code under test ------------------------------------------------------------------
+    def snapshot(self, ref: str | None) -> str:
+        """Copy the package's files (the work tree, or ``ref`` via git archive) to workdir/src."""
+        self.source.mkdir(parents=True)
+        if ref is None:
+            for rel in SNAPSHOT_PATHS:
+                src, dst = REPO / rel, self.source / rel
+                if src.is_dir():
+                    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+                else:
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(src, dst)
+            return "work tree"
+        # git archive only reads objects: the index and the work tree stay as they are
+        tar = subprocess.run(
+            ["git", "-C", str(REPO), "archive", "--format=tar", ref, "--", *SNAPSHOT_PATHS],
+            capture_output=True,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(self.source)], input=tar, check=True)
+        return f"git {ref}"
+
+    def build_venv(self, venv: Path | None) -> None:
+        """A non-editable install from Debian's /usr/bin/python3, as install.sh makes it."""
+        if venv is not None:
+            self.python = str(venv / "bin" / "python3")
+            return
+        venv = self.workdir / "venv"
+        sh("/usr/bin/python3", "-m", "venv", str(venv))
+        pip = [str(venv / "bin" / "pip"), "--disable-pip-version-check", "-q", "install"]
+        wheels = REPO / ".cache" / "wheels"
+        try:
+            if not wheels.is_dir():
+                raise BenchError("no wheelhouse")
+            sh(*pip, "--no-index", "--find-links", str(wheels), str(self.source), timeout=300)
+        except BenchError:
+            sh(*pip, str(self.source), timeout=600)
+        self.python = str(venv / "bin" / "python3")
+
+    # -- namespaces ---------------------------------------------------------------------------
+    def create(self) -> None:
+        h, g, c = self.host, self.guest, self.client
+        for ns in (h, g, c):
+            sh("ip", "netns", "add", ns)
+            self.namespaces.append(ns)
+            self.ip(ns, "link", "set", "lo", "up")
+        self.ip(h, "link", "add", "virbr0", "type", "bridge")
+        self.ip(h, "addr", "add", "192.168.122.1/24", "dev", "virbr0")
+        self.ip(h, "link", "set", "virbr0", "up")
+        self.ip(h, "link", "add", "vnet0", "type", "veth", "peer", "name", "eth0", "netns", g)
+        self.ip(h, "link", "set", "vnet0", "master", "virbr0", "up")
+        self.ip(g, "link", "set", "eth0", "address", scenario.GUEST_MAC, "up")
+        self.ip(g, "addr", "add", f"{scenario.GUEST_ADDRESS}/24", "dev", "eth0")
+        self.ip(g, "route", "add", "default", "via", "192.168.122.1")
+        self.ip(h, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", c)
+        self.ip(h, "addr", "add", f"{scenario.HOST_ADDRESS}/24", "dev", "uplink0")
+        self.ip(h, "addr", "add", f"{scenario.BULK_ADDRESS}/24", "dev", "uplink0")
+        self.ip(h, "link", "set", "uplink0", "up")
+        self.ip(c, "addr", "add", f"{scenario.CLIENT_ADDRESS}/24", "dev", "eth0")
+        self.ip(c, "link", "set", "eth0", "up")
+        self.ip(c, "route", "add", "192.168.122.0/24", "via", scenario.HOST_ADDRESS)
+        sh("ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        sh("ip", "netns", "exec", c, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
+        rules = (self.source / "tests" / "data" / "libvirt-iptables.rules").read_text()
+        sh("ip", "netns", "exec", h, "iptables-restore", "--noflush", input=rules)
+
+    def ip(self, ns: str, *args: str) -> None:
+        sh("ip", "-n", ns, *args)
+
+    def start_guest_server(self) -> None:
+        """The guest's TCP service (tests/data/guest_server.py) on the data path's guest port."""
+        server = self.source / "tests" / "data" / "guest_server.py"
+        argv = ["ip", "netns", "exec", self.guest, self.python, str(server), "guest", str(scenario.WEB_GUEST_PORT), ""]
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, env=SYSTEM_ENV)
+        self.servers.append(proc)
+        assert proc.stdout is not None
+        if proc.stdout.readline().strip() != "ready":
+            raise BenchError("the guest server did not start")
+
+    # -- the system files libvirt writes, the config, the installed hook ----------------------
+    def write_root(self, bulk: int) -> None:
+        self._write("run/libvirt/network/default.xml", scenario.DEFAULT_NETWORK)
+        self._write("run/libvirt/network/bulk.xml", scenario.BULK_NETWORK)
+        self._write(
+            "var/lib/libvirt/dnsmasq/virbr0.status", scenario.leases_json({scenario.GUEST_MAC: scenario.GUEST_ADDRESS})
+        )
+        self._write("var/lib/libvirt/dnsmasq/virbr1.status", scenario.leases_json(scenario.bulk_leases(bulk)))
+        self._write("etc/libvirt-portfwd/config.yaml", (self.source / "templates" / "config.yaml").read_text())
+        # install.sh's rewrite of hooks/qemu: the venv's interpreter with -I, the config path baked in
+        lines = (self.source / "hooks" / "qemu").read_text().splitlines(keepends=True)
+        lines[0] = f"#!{self.python} -I\n"
+        text = "".join(lines).replace("\nCONFIG = None\n", f"\nCONFIG = {str(self.config)!r}\n")
+        hook = self.hook
+        self._write(str(hook.relative_to(self.root)), text)
+        hook.chmod(0o755)
+
+    @property
+    def config(self) -> Path:
+        return self.root / "etc" / "libvirt-portfwd" / "config.yaml"
+
+    @property
+    def hook(self) -> Path:
+        return self.root / "etc" / "libvirt" / "hooks" / "qemu.d" / "libvirt-portfwd"
+
+    def _write(self, relative: str, text: str) -> None:
+        path = self.root / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+
+    def info(self, description: str) -> LabInfo:
+        return LabInfo(
+            host=self.host,
+            guest=self.guest,
+            client=self.client,
+            root=str(self.root),
+            python=self.python,
+            hook=str(self.hook),
+            cli=str(Path(self.python).parent / "libvirt-portfwd"),
+            source=description,
+            workdir=str(self.workdir),
+        )
+
+    def write_info(self, path: Path, description: str) -> None:
+        path.write_text(json.dumps(asdict(self.info(description)), indent=1))
+
+    # -- cleanup ------------------------------------------------------------------------------
+    def destroy(self) -> None:
+        for proc in self.servers:
+            proc.kill()
+            proc.wait()
+        for ns in self.namespaces:
+            self._end_processes_in(ns)
+            sh("ip", "netns", "del", ns, check=False)
+        self.namespaces.clear()
+
+    def _end_processes_in(self, ns: str) -> None:
+        """Whatever still runs in our namespace (a hook, a waiter we caused), by pid."""
+        for attempt in range(20):
+            pids = [int(p) for p in sh("ip", "netns", "pids", ns, check=False).split()]
+            if not pids:
+                return
+            for pid in pids:
+                try:
+                    os.kill(pid, 15 if attempt < 10 else 9)
+                except ProcessLookupError:
+                    pass
+            time.sleep(0.1)

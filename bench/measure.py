@@ -1,0 +1,417 @@
+"""The measurements, run inside the host namespace: ``measure.py INFO.json OUT.json [--quick]``.
+
+Started by run.py as ``ip netns exec <host> <venv python> measure.py ...``, so every process it
+spawns (hooks, iptables, the CLI) runs in the host namespace without paying for ``ip netns
+exec``: a hook's time is fork + exec of the hook file (its ``#!<venv>/bin/python3 -I`` line)
+until it exits, exactly what libvirtd waits for. Each hook run gets libvirt's environment
+(PATH, LC_ALL=C, HOME=/root, PWD=/) plus LIBVIRT_PORTFWD_ROOT, the XML on stdin, cwd /.
+"""
+
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import profiling
+import scenario
+from lab import SYSTEM_ENV, BenchError, LabInfo, log
+from stats import ms, summary
+
+Row = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Repeats:
+    noop: int = 30
+    lifecycle: tuple[int, int, int] = (20, 20, 15)  # 1, 10, 100 forwards
+    guide: tuple[int, int, int] = (15, 10, 3)
+    scale: int = 15
+    sync: int = 3
+    datapath: int = 3
+    datapath_seconds: float = 2.5
+
+    @classmethod
+    def quick(cls) -> "Repeats":
+        return cls(noop=5, lifecycle=(3, 3, 3), guide=(3, 2, 1), scale=3, sync=1, datapath=1, datapath_seconds=1.0)
+
+
+class Host:
+    """Runs things in this (the host) namespace; times hook and CLI runs."""
+
+    def __init__(self, info: LabInfo) -> None:
+        self.info = info
+        self.root = Path(info.root)
+        self.hook_env = {**SYSTEM_ENV, "PWD": "/", "LIBVIRT_PORTFWD_ROOT": info.root}
+        self.workdir = Path(info.workdir)
+
+    def timed(self, argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None, timeout: float = 60) -> float:
+        """Seconds from spawning ``argv`` until it exited; it must exit 0 and print nothing to stdout."""
+        begin = time.perf_counter()
+        proc = subprocess.run(
+            argv, input=stdin, capture_output=True, env=env or self.hook_env, cwd="/", timeout=timeout, check=False
+        )
+        elapsed = time.perf_counter() - begin
+        if proc.returncode != 0:
+            raise BenchError(f"{' '.join(argv[:6])}: exit {proc.returncode}: {proc.stderr.decode()[-2000:]}")
+        return elapsed
+
+    def hook_argv(self, name: str, operation: str, sub: str) -> list[str]:
+        return [self.info.hook, name, operation, sub, "-"]
+
+    def hook(self, name: str, operation: str, sub: str, xml: str) -> float:
+        argv = self.hook_argv(name, operation, sub)
+        begin = time.perf_counter()
+        proc = subprocess.run(argv, input=xml.encode(), capture_output=True, env=self.hook_env, cwd="/", check=False)
+        elapsed = time.perf_counter() - begin
+        if proc.returncode != 0 or proc.stdout:
+            raise BenchError(
+                f"hook {name} {operation}: exit {proc.returncode}, stdout {proc.stdout[:200]!r}, "
+                f"stderr {proc.stderr.decode()[-2000:]}"
+            )
+        return elapsed
+
+    def cli(self, *args: str, timeout: float = 300) -> float:
+        argv = [self.info.cli, "--root", self.info.root, *args]
+        return self.timed(argv, env={**SYSTEM_ENV, "PWD": "/"}, timeout=timeout)
+
+    def iptables(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            ["iptables", "-w", *args], capture_output=True, text=True, env=SYSTEM_ENV, timeout=60, check=False
+        )
+        if check and proc.returncode != 0:
+            raise BenchError(f"iptables {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
+    def record_path(self, uuid: str) -> Path:
+        return self.root / "run" / "libvirt-portfwd" / "domains" / f"{uuid}.json"
+
+    def records(self) -> int:
+        state = self.root / "run" / "libvirt-portfwd" / "domains"
+        return len(list(state.glob("*.json"))) if state.is_dir() else 0
+
+    # -- checks (never timed) ------------------------------------------------------------------
+    def verify_live(self, uuid: str, forwards: int) -> None:
+        chain = chain_of(uuid)
+        for table, target in (("nat", "-j DNAT"), ("filter", "-j ACCEPT")):
+            rules = self.iptables("-t", table, "-S", chain).stdout
+            count = sum(1 for line in rules.splitlines() if line.endswith(target) or f"{target} " in line)
+            if count != forwards:
+                raise BenchError(f"{table} {chain}: {count} rules, expected {forwards}")
+            if f"-j {chain}" not in self.iptables("-t", table, "-S", "PORTFWD").stdout:
+                raise BenchError(f"{table} PORTFWD does not jump to {chain}")
+
+    def verify_gone(self, uuid: str) -> None:
+        chain = chain_of(uuid)
+        for table in ("nat", "filter"):
+            if self.iptables("-t", table, "-S", chain, check=False).returncode == 0:
+                raise BenchError(f"{table} {chain} still exists after the stop path")
+        if self.record_path(uuid).exists():
+            raise BenchError(f"record of {uuid} still exists after the stop path")
+
+    def dispatch_position(self, uuid: str) -> tuple[int, int]:
+        """(position of the domain's jump, number of jumps) in nat PORTFWD."""
+        jumps = [line for line in self.iptables("-t", "nat", "-S", "PORTFWD").stdout.splitlines() if " -j " in line]
+        chain = chain_of(uuid)
+        return next(i for i, line in enumerate(jumps, 1) if line.endswith(chain)), len(jumps)
+
+
+def chain_of(uuid: str) -> str:
+    from libvirt_portfwd.names import domain_chain  # the installed package's own naming
+
+    return domain_chain(uuid)
+
+
+class LivePoller(threading.Thread):
+    """Notes when a domain's state record first says ``live`` (the hook writes it after the rules)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(daemon=True)
+        self.path = path
+        self.seen: float | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            try:
+                data = json.loads(self.path.read_bytes())
+                if data.get("status") == "live":
+                    self.seen = time.perf_counter()
+                    return
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(0.001)
+
+    def result(self, timeout: float) -> float | None:
+        self.join(timeout)
+        self.stop.set()
+        return self.seen
+
+
+def row(section: str, key: str, label: str, stats: dict[str, Any], unit: str = "ms", **extra: Any) -> Row:
+    return {"section": section, "id": key, "label": label, "unit": unit, **stats, **extra}
+
+
+# -- 1. operations with nothing to do --------------------------------------------------------------
+def nothing_to_do(host: Host, repeats: int) -> list[Row]:
+    log(f"1. nothing-to-do operations vs bare interpreter start ({repeats} rounds)")
+    plain = scenario.domain_xml("plain", scenario.measured_uuid(0xA0), [])
+    plain_stopped = scenario.domain_xml("plain", scenario.measured_uuid(0xA0), [], running=False)
+    unknown = scenario.domain_xml("unknown", scenario.measured_uuid(0xA1), [], running=False)
+    host.hook("plain", "prepare", "begin", plain)  # the first run parses the config and caches it
+    if not (host.root / "run" / "libvirt-portfwd" / "config.cache").exists():
+        log("warning: no config.cache after the first hook run")
+    python = host.info.python
+    variants: dict[str, tuple[str, Callable[[], float]]] = {
+        "spawn.true": ("process spawn floor: /bin/true", lambda: host.timed(["/bin/true"])),
+        "bare": ("bare interpreter: python -c pass", lambda: host.timed([python, "-c", "pass"])),
+        "bare.isolated": ("bare interpreter: python -I -c pass", lambda: host.timed([python, "-I", "-c", "pass"])),
+        "noop.prepare": (
+            "hook prepare, VM without forwards (config cache warm)",
+            lambda: host.hook("plain", "prepare", "begin", plain),
+        ),
+        "noop.started": (
+            "hook started, VM without forwards",
+            lambda: host.hook("plain", "started", "begin", plain),
+        ),
+        "noop.stopped": (
+            "hook stopped, VM without forwards",
+            lambda: host.hook("plain", "stopped", "end", plain_stopped),
+        ),
+        "noop.release": ("hook release, unknown VM", lambda: host.hook("unknown", "release", "end", unknown)),
+        "noop.migrate": ("hook migrate", lambda: host.hook("plain", "migrate", "begin", plain)),
+    }
+    samples: dict[str, list[float]] = {key: [] for key in variants}
+    order = list(variants)
+    rng = random.Random(1)
+    for _ in range(repeats):
+        rng.shuffle(order)  # interleaved, in a new order each round: drift hits every variant alike
+        for key in order:
+            samples[key].append(variants[key][1]())
+    return [row("1", key, label, ms(samples[key])) for key, (label, _) in variants.items()]
+
+
+# -- 2. the start and stop paths --------------------------------------------------------------------
+def lifecycle(host: Host, forwards: int, repeats: int, section: str, key: str, tag: int) -> list[Row]:
+    """prepare, start, started, then stopped, release, for one domain with ``forwards`` forwards."""
+    name, uuid = f"bench{tag}", scenario.measured_uuid(tag)
+    start_xml = scenario.domain_xml(name, uuid, scenario.measured_forwards(forwards))
+    stop_xml = scenario.domain_xml(name, uuid, scenario.measured_forwards(forwards), running=False)
+    ops: dict[str, list[float]] = {op: [] for op in ("prepare", "start", "started", "stopped", "release")}
+    start_path: list[float] = []
+    stop_path: list[float] = []
+    live: list[float] = []
+    for _ in range(repeats):
+        poller = LivePoller(host.record_path(uuid))
+        poller.start()
+        first = time.perf_counter()
+        for op in ("prepare", "start", "started"):
+            ops[op].append(host.hook(name, op, "begin", start_xml))
+        seen = poller.result(timeout=30)
+        if seen is None:
+            raise BenchError(f"{name}: no live record within 30 s of the start path")
+        live.append(seen - first)
+        start_path.append(ops["prepare"][-1] + ops["start"][-1] + ops["started"][-1])
+        host.verify_live(uuid, forwards)
+        for op in ("stopped", "release"):
+            ops[op].append(host.hook(name, op, "end", stop_xml))
+        stop_path.append(ops["stopped"][-1] + ops["release"][-1])
+        host.verify_gone(uuid)
+    label = f"{forwards} forward{'s' if forwards > 1 else ''}"
+    rows = [
+        row(section, f"{key}.start_path", f"{label}: start path (prepare + start + started)", ms(start_path)),
+        row(section, f"{key}.live", f"{label}: first invocation -> forwards live", ms(live)),
+        row(section, f"{key}.stop_path", f"{label}: stop path (stopped + release)", ms(stop_path)),
+    ]
+    rows += [row(section, f"{key}.{op}", f"{label}: hook {op}", ms(s), detail=True) for op, s in ops.items()]
+    return rows
+
+
+# -- 3. the guide's way: one iptables process per rule ----------------------------------------------
+def guide(host: Host, forwards: int, repeats: int) -> list[Row]:
+    rules = []
+    for port, guest_port in scenario.measured_forwards(forwards):
+        rules.append(
+            [
+                "-t", "nat", "PREROUTING", "-p", "tcp", "-d", scenario.HOST_ADDRESS, "--dport", str(port),
+                "-j", "DNAT", "--to-destination", f"{scenario.GUEST_ADDRESS}:{guest_port}",
+            ]  # fmt: skip
+        )
+        rules.append(
+            [
+                "-t", "filter", "FORWARD", "-i", "uplink0", "-m", "state", "-d", f"{scenario.GUEST_ADDRESS}/32",
+                "-p", "tcp", "--dport", str(guest_port), "--state", "NEW,RELATED,ESTABLISHED", "-j", "ACCEPT",
+            ]  # fmt: skip
+        )
+    env = {**SYSTEM_ENV, "PWD": "/"}
+
+    def each(flag: str) -> float:
+        begin = time.perf_counter()
+        for spec in rules:
+            table, chain, match = spec[:2], spec[2], spec[3:]
+            host.timed(["iptables", *table, flag, chain, *match], env=env)
+        return time.perf_counter() - begin
+
+    added, removed = [], []
+    for _ in range(repeats):
+        added.append(each("-I"))
+        if forwards == 1 and "DNAT" not in host.iptables("-t", "nat", "-S", "PREROUTING").stdout:
+            raise BenchError("the guide's DNAT rule is not there")
+        removed.append(each("-D"))
+    label = f"{forwards} forward{'s' if forwards > 1 else ''}"
+    return [
+        row("3", f"guide.{forwards}.add", f"{label}: add, {2 * forwards} iptables processes", ms(added)),
+        row("3", f"guide.{forwards}.remove", f"{label}: remove, {2 * forwards} iptables processes", ms(removed)),
+    ]
+
+
+# -- 5. sync (and the setup of the scale tests) ----------------------------------------------------
+def node_uri(host: Host, count: int) -> str:
+    path = host.workdir / f"node-{count}.xml"
+    if not path.exists():
+        path.write_text(scenario.node_xml(count))
+    return f"test://{path}"
+
+
+def sync_runs(host: Host, count: int, repeats: int, budget: float) -> list[Row]:
+    """From nothing to ``count`` x 10 forwards (after a reboot), then again with all in place."""
+    uri = node_uri(host, count)
+    cold, warm, removal = [], [], []
+    begin = time.monotonic()
+    for i in range(repeats):
+        if host.records():
+            removal.append(host.cli("remove", "--all"))
+        cold.append(host.cli("sync", "--connect", uri))
+        if host.records() != count:
+            raise BenchError(f"sync: {host.records()} records, expected {count}")
+        warm.append(host.cli("sync", "--connect", uri))
+        if i + 1 < repeats and time.monotonic() - begin > budget:
+            log(f"sync {count}: stopping after {i + 1} repeats (budget {budget:.0f} s)")
+            break
+    n = f"{count:,} domains x {scenario.BULK_FORWARDS}"
+    rows = [
+        row("5", f"sync.{count}.cold", f"sync, {n}: from no rules (after a reboot)", ms(cold)),
+        row("5", f"sync.{count}.warm", f"sync, {n}: everything already in place", ms(warm)),
+    ]
+    if removal:
+        rows.append(row("5", f"remove_all.{count}", f"remove --all, {n}", ms(removal), detail=True))
+    return rows
+
+
+# -- 6. the data path -------------------------------------------------------------------------------
+def datapath(host: Host, repeats: int, seconds: float, key: str, label: str, before: int) -> list[Row]:
+    """New TCP connections per second from the client namespace through the forward to the guest."""
+    name, uuid = "web", scenario.measured_uuid(0x443)
+    xml = scenario.domain_xml(name, uuid, [(scenario.WEB_PORT, scenario.WEB_GUEST_PORT)])
+    host.hook(name, "started", "begin", xml)
+    host.verify_live(uuid, 1)
+    position, jumps = host.dispatch_position(uuid)
+    rates = []
+    try:
+        loadgen(host, 0.2)  # warm-up, and a check that the forward answers
+        for _ in range(repeats):
+            result = loadgen(host, seconds)
+            rates.append(result["connections"] / result["seconds"])
+    finally:
+        host.hook(name, "stopped", "end", scenario.domain_xml(name, uuid, [], running=False))
+    return [
+        row(
+            "6",
+            key,
+            label,
+            summary(rates),
+            unit="conn/s",
+            forwards_before=before,
+            dispatch_position=f"{position} of {jumps}",
+        )
+    ]
+
+
+def loadgen(host: Host, seconds: float) -> dict[str, Any]:
+    script = Path(__file__).with_name("loadgen.py")
+    argv = ["ip", "netns", "exec", host.info.client, host.info.python, str(script)]
+    argv += [scenario.HOST_ADDRESS, str(scenario.WEB_PORT), str(seconds)]
+    proc = subprocess.run(argv, capture_output=True, text=True, env=SYSTEM_ENV, timeout=seconds + 30, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"loadgen: exit {proc.returncode}: {proc.stderr.strip()} {proc.stdout.strip()}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    if result["errors"] or not result["connections"]:
+        raise BenchError(f"loadgen: {result}")
+    return result
+
+
+# -- the whole run ----------------------------------------------------------------------------------
+def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+
+    def step(name: str, fn: Callable[[], list[Row]]) -> None:
+        begin = time.monotonic()
+        rows.extend(fn())
+        timings[name] = round(time.monotonic() - begin, 1)
+        log(f"   {name}: {timings[name]} s")
+
+    step("nothing to do", lambda: nothing_to_do(host, repeats.noop))
+    for forwards, count in zip((1, 10, 100), repeats.lifecycle, strict=True):
+        log(f"2. start and stop paths, {forwards} forward(s) ({count} repeats)")
+        step(f"lifecycle {forwards}", lambda f=forwards, c=count: lifecycle(host, f, c, "2", f"path.{f}", f))
+    for forwards, count in zip((1, 10, 100), repeats.guide, strict=True):
+        log(f"3. the guide's way, {forwards} forward(s) ({count} repeats)")
+        step(f"guide {forwards}", lambda f=forwards, c=count: guide(host, f, c))
+    log("6. data path with 1 forward")
+    step(
+        "datapath 1",
+        lambda: datapath(
+            host, repeats.datapath, repeats.datapath_seconds, "datapath.iptables.1", "iptables, 1 forward", 0
+        ),
+    )
+    for others in (0, 100, 1000):
+        if others:
+            log(f"4. installing {others} other domains x {scenario.BULK_FORWARDS} forwards (sync)")
+            if others == 100:
+                step("sync 100", lambda: sync_runs(host, 100, 1, budget=0))
+            else:
+                log(f"5. sync, {others} domains x {scenario.BULK_FORWARDS} forwards ({repeats.sync} repeats)")
+                step("sync 1000", lambda: sync_runs(host, 1000, repeats.sync, budget=120))
+        log(f"4. apply and remove one VM (10 forwards) beside {others} others ({repeats.scale} repeats)")
+        step(
+            f"scale {others}",
+            lambda o=others: lifecycle(host, 10, repeats.scale, "4", f"scale.{o}", 0x5000 + o),
+        )
+    log("6. data path with 10,000 forwards before the matching one")
+    step(
+        "datapath 10000",
+        lambda: datapath(
+            host,
+            repeats.datapath,
+            repeats.datapath_seconds,
+            "datapath.iptables.10000",
+            "iptables, 10,000 forwards before the matching one",
+            1000 * scenario.BULK_FORWARDS,
+        ),
+    )
+    step("remove all", lambda: [row("5", "remove_all.final", "remove --all, 1,000 x 10", ms([host.cli("remove", "--all")]), detail=True)])
+    log("profiles of the hook (python -X importtime, cProfile)")
+    profiles = profiling.profile_hook(host)
+    return {"rows": rows, "step_seconds": timings, "profiles": profiles}
+
+
+def main(argv: list[str]) -> int:
+    info = LabInfo(**json.loads(Path(argv[0]).read_text()))
+    repeats = Repeats.quick() if "--quick" in argv else Repeats()
+    host = Host(info)
+    os.chdir("/")
+    result = run_all(host, repeats)
+    result["repeats"] = repeats.__dict__
+    Path(argv[1]).write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
