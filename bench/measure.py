@@ -198,8 +198,13 @@ def nothing_to_do(host: Host, repeats: int) -> list[Row]:
 
 
 # -- 2. the start and stop paths --------------------------------------------------------------------
-def lifecycle(host: Host, forwards: int, repeats: int, section: str, key: str, tag: int) -> list[Row]:
-    """prepare, start, started, then stopped, release, for one domain with ``forwards`` forwards."""
+def lifecycle(
+    host: Host, forwards: int, repeats: int, key: str, tag: int, section: str = "2", others: int | None = None
+) -> list[Row]:
+    """prepare, start, started, then stopped, release, for one domain with ``forwards`` forwards.
+
+    ``others``: the scale test (section 4), whose main figures are started (apply) and stopped (remove).
+    """
     name, uuid = f"bench{tag}", scenario.measured_uuid(tag)
     start_xml = scenario.domain_xml(name, uuid, scenario.measured_forwards(forwards))
     stop_xml = scenario.domain_xml(name, uuid, scenario.measured_forwards(forwards), running=False)
@@ -224,12 +229,21 @@ def lifecycle(host: Host, forwards: int, repeats: int, section: str, key: str, t
         stop_path.append(ops["stopped"][-1] + ops["release"][-1])
         host.verify_gone(uuid)
     label = f"{forwards} forward{'s' if forwards > 1 else ''}"
+    main_ops: tuple[str, ...] = ()
+    if others is not None:
+        label = f"{label}, {others:,} other VMs installed"
+        main_ops = ("started", "stopped")
     rows = [
         row(section, f"{key}.start_path", f"{label}: start path (prepare + start + started)", ms(start_path)),
         row(section, f"{key}.live", f"{label}: first invocation -> forwards live", ms(live)),
         row(section, f"{key}.stop_path", f"{label}: stop path (stopped + release)", ms(stop_path)),
     ]
-    rows += [row(section, f"{key}.{op}", f"{label}: hook {op}", ms(s), detail=True) for op, s in ops.items()]
+    for op, samples in ops.items():
+        what = {"started": "apply (hook started)", "stopped": "remove (hook stopped)"}.get(op, f"hook {op}")
+        rows.append(row(section, f"{key}.{op}", f"{label}: {what}", ms(samples), detail=op not in main_ops))
+    if others is not None:
+        for r in rows[:3]:
+            r["detail"] = True
     return rows
 
 
@@ -360,7 +374,7 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
     step("nothing to do", lambda: nothing_to_do(host, repeats.noop))
     for forwards, count in zip((1, 10, 100), repeats.lifecycle, strict=True):
         log(f"2. start and stop paths, {forwards} forward(s) ({count} repeats)")
-        step(f"lifecycle {forwards}", lambda f=forwards, c=count: lifecycle(host, f, c, "2", f"path.{f}", f))
+        step(f"lifecycle {forwards}", lambda f=forwards, c=count: lifecycle(host, f, c, f"path.{f}", f))
     for forwards, count in zip((1, 10, 100), repeats.guide, strict=True):
         log(f"3. the guide's way, {forwards} forward(s) ({count} repeats)")
         step(f"guide {forwards}", lambda f=forwards, c=count: guide(host, f, c))
@@ -382,7 +396,7 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
         log(f"4. apply and remove one VM (10 forwards) beside {others} others ({repeats.scale} repeats)")
         step(
             f"scale {others}",
-            lambda o=others: lifecycle(host, 10, repeats.scale, "4", f"scale.{o}", 0x5000 + o),
+            lambda o=others: lifecycle(host, 10, repeats.scale, f"scale.{o}", 0x5000 + o, "4", o),
         )
     log("6. data path with 10,000 forwards before the matching one")
     step(
@@ -396,7 +410,7 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
             1000 * scenario.BULK_FORWARDS,
         ),
     )
-    step("remove all", lambda: [row("5", "remove_all.final", "remove --all, 1,000 x 10", ms([host.cli("remove", "--all")]), detail=True)])
+    step("remove all", lambda: [row("5", "remove_all.final", "remove --all, 1,000 x 10", ms([host.cli("remove", "--all")]))])
     log("profiles of the hook (python -X importtime, cProfile)")
     profiles = profiling.profile_hook(host)
     return {"rows": rows, "step_seconds": timings, "profiles": profiles}
