@@ -5,6 +5,7 @@ Everything lives under one temporary directory and in namespaces named ``pfb-{h,
 and the directory. Nothing touches the root namespace's firewall, routes or interfaces.
 """
 
+import contextlib
 import json
 import os
 import secrets
@@ -209,8 +210,6 @@ class Lab:
             if not pids:
                 return
             for pid in pids:
-                try:
+                with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, 15 if attempt < 10 else 9)
-                except ProcessLookupError:
-                    pass
             time.sleep(0.1)

@@ -19,7 +19,7 @@ from . import log, state
 from .backends import select_backend
 from .config import Config, load_config
 from .domain import Domain, parse_domain
-from .errors import PortfwdError
+from .errors import FirewallError, PortfwdError
 from .leases import lease_path, load_leases
 from .network import load_networks
 from .paths import Paths
@@ -121,7 +121,7 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
     waiting: list[tuple[str, str]] = []
     with state.locked(paths):
         config = load_config(paths.config, paths.config_cache)
-        backend = select_backend(config.backend)
+        backend = select_backend(config.backend, paths.network_dir)
         old = {r.uuid: r for r in load_records(paths)}
         records: list[Record] = []
         for uuid, xml in sorted(running.items()):
@@ -146,7 +146,7 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
         backend.apply(backend.rebuild(live))
         for record in records:
             if record.status == state.LIVE:
-                record.backend, record.teardown = backend.name, backend.removal(record.uuid)
+                record.backend, record.teardown = backend.name, backend.removal(record.plan)
             save_record(paths, record)
         for uuid in set(old) - {r.uuid for r in records}:
             state.delete(paths, uuid)
@@ -183,17 +183,30 @@ def available_backends_except(backend: Backend) -> Iterable[Backend]:
 
 
 def _commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data]) -> None:
-    """Apply under the lock already held, then record (with the removal prerendered)."""
-    backend = select_backend(config.backend)
-    others = sum(
-        1 for u, e in index.items() if u != plan.uuid and e["status"] == state.LIVE and e["backend"] == backend.name
-    )
+    """Apply under the lock already held, then record (with the removal prerendered).
+
+    If the transaction is refused (the firewall is not as our records say: someone flushed or
+    edited our rules), nothing changed; then all of our rules are rebuilt from the records.
+    """
+    backend = select_backend(config.backend, paths.network_dir)
+    live = {
+        u: e for u, e in index.items() if u != plan.uuid and e["status"] == state.LIVE and e["backend"] == backend.name
+    }
+    current = state.read(paths, plan.uuid) if plan.uuid in index else None
+    previous = ""
+    if current and current.get("status") == state.LIVE and current.get("backend") == backend.name:
+        previous = (current.get("teardown") or {}).get("other", "")
     try:
-        backend.apply(backend.change(plan.uuid, plan, others))
+        try:
+            backend.apply(backend.change(plan, len(live), previous))
+        except FirewallError as exc:
+            log.error(f"{plan.name}: {exc.why}; rebuilding every forward from the records")
+            others = [r.plan for r in (load_record(paths, u) for u in live) if r is not None]
+            backend.apply(backend.rebuild([*others, plan]))
     except PortfwdError as exc:
         raise exc.for_domain(plan.name) from None
     record = Record.from_plan(plan, backend.name, state.LIVE)
-    record.teardown = backend.removal(plan.uuid)
+    record.teardown = backend.removal(plan)
     save_record(paths, record)
     for forward in plan.forwards:
         log.info(f"{plan.name}: forward {forward.claim} -> {forward.guest}:{forward.guest_port} live ({backend.name})")

@@ -79,13 +79,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
     from .actions import describe, prepare
-    from .backends import select_backend
+    from .backends import choose_backend
 
     data = sys.stdin.buffer.read() if args.xml == "-" else _read(args.xml)
     prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
     plan = prepared.plan
-    backend = select_backend(args.backend or prepared.config.backend)
-    print(f"# domain {plan.name} ({plan.uuid}), backend {backend.name}")
+    backend, reason = choose_backend(args.backend or prepared.config.backend, paths.network_dir)
+    print(f"# domain {plan.name} ({plan.uuid}), backend {backend.name} ({reason})")
     print(f"# {describe(plan)}")
     if plan.waiting_macs:
         print(f"# no address yet for {', '.join(plan.waiting_macs)}: start would wait for its lease")
@@ -99,11 +99,17 @@ def _render_plan(backend: "Backend", plan: "Plan") -> str:
     """Against the live firewall when we may read it (root), else against an empty one."""
     from .backends.iptables import IptablesBackend
     from .backends.iptables_rules import Observed, render_change
+    from .backends.nftables import NftablesBackend
+    from .backends.nftables_rules import Gate
+    from .backends.nftables_rules import render_change as render_nft_change
 
-    if isinstance(backend, IptablesBackend) and os.geteuid() != 0:
-        empty = {t: Observed(hook_rules=(), dispatch_rules=None) for t in ("nat", "filter")}
-        return render_change(plan.uuid, plan, 0, empty)
-    return backend.change(plan.uuid, plan, 0)
+    if os.geteuid() != 0:
+        if isinstance(backend, IptablesBackend):
+            empty = {t: Observed(hook_rules=(), dispatch_rules=None) for t in ("nat", "filter")}
+            return render_change(plan.uuid, plan, 0, empty)
+        if isinstance(backend, NftablesBackend):
+            return render_nft_change(plan, Gate(present=False, ok=True))
+    return backend.change(plan, 0)
 
 
 def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
@@ -132,23 +138,28 @@ def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
-    from . import names
-    from .backends import select_backend
+    from .backends import choose_backend, select_backend
+    from .config import load_config
     from .records import load_records
     from .state import LIVE
 
+    try:
+        backend, reason = choose_backend(load_config(paths.config, paths.config_cache).backend, paths.network_dir)
+        print(f"backend: {backend.name} ({reason})")
+    except PortfwdError as exc:
+        print(f"backend: none usable: {exc}")
     records = load_records(paths)
-    live_chains: dict[str, set[str]] = {}
+    live: dict[str, set[str]] = {}
     print(f"{'DOMAIN':20} {'UUID':36} {'STATE':8} {'FORWARD':28} {'GUEST':22} LIVE")
     for record in records:
-        if record.status == LIVE and record.backend not in live_chains:
-            live_chains[record.backend] = select_backend(record.backend).live_chains()
-        live = names.domain_chain(record.uuid) in live_chains.get(record.backend, set())
+        if record.status == LIVE and record.backend not in live:
+            live[record.backend] = select_backend(record.backend).live()
+        is_live = record.uuid in live.get(record.backend, set())
         for forward in record.forwards or [None]:  # type: ignore[list-item]
             target = f"{forward.guest or '?'}:{forward.guest_port}" if forward else "-"
             print(
                 f"{record.name:20} {record.uuid:36} {record.status:8} {str(forward.claim) if forward else '-':28} "
-                f"{target:22} {('yes' if live else 'NO') if record.status == LIVE else '-'}"
+                f"{target:22} {('yes' if is_live else 'NO') if record.status == LIVE else '-'}"
             )
     if not records:
         print("(no forwards recorded)")

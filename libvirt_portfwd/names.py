@@ -4,7 +4,13 @@ import base64
 
 PROJECT = "libvirt-portfwd"
 BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
-DISPATCH_CHAIN = "PORTFWD"  # ours, in nat and filter; jumped to from the hook chains
+DISPATCH_CHAIN = "PORTFWD"
+NFT_TABLE = "libvirt_portfwd"  # ours: table ip libvirt_portfwd
+LIBVIRT_NFT_TABLE = "libvirt_network"  # libvirt's (libvirt >= 10.4 with firewall_backend nftables)
+LIBVIRT_NFT_GATE_CHAIN = "guest_input"  # where libvirt rejects what enters its networks
+# The conntrack mark bit our DNAT sets, so that one rule in libvirt's table can let exactly our
+# forwarded connections through. One bit, or-ed in: other users of the ct mark keep theirs.
+CT_MARK = 0x20000000  # ours, in nat and filter; jumped to from the hook chains
 DOMAIN_CHAIN_PREFIX = "PF"
 IPTABLES_CHAIN_MAX = 28  # iptables: chain names up to 28 characters (XT_EXTENSION_MAXNAMELEN - 1 - 2)
 
@@ -19,6 +25,12 @@ def domain_chain(uuid: str) -> str:
     name = DOMAIN_CHAIN_PREFIX + encoded
     assert len(name) <= IPTABLES_CHAIN_MAX
     return name
+
+
+def uuid_of_chain(name: str) -> str:
+    """domain_chain() reversed."""
+    raw = base64.b32decode(name[len(DOMAIN_CHAIN_PREFIX) :] + "======").hex()
+    return f"{raw[:8]}-{raw[8:12]}-{raw[12:16]}-{raw[16:20]}-{raw[20:]}"
 
 
 def is_domain_chain(name: str) -> bool:

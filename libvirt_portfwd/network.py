@@ -21,6 +21,7 @@ class Network:
     forward_mode: str | None  # None: isolated
     subnets: tuple[IPv4Interface, ...]
     reservations: dict[str, IPv4Address] = field(default_factory=dict)  # MAC -> address
+    firewall: str | None = None  # the firewall backend libvirt runs it with (live status only)
 
     def contains(self, address: IPv4Address) -> bool:
         return any(address in subnet.network for subnet in self.subnets)
@@ -32,7 +33,10 @@ class Network:
 
 def parse_network(data: bytes, where: str = "network XML") -> Network:
     root = parse_xml(data, "invalid network XML", where)
+    firewall = None
     if root.tag == "networkstatus":
+        for element in root.iter("firewall"):  # libvirt >= 10.4: <firewall ... backend='nftables'>
+            firewall = element.get("backend") or firewall
         inner = root.find("network")
         if inner is None:
             raise InputError("invalid network XML", "<networkstatus> without <network>", where=where)
@@ -60,6 +64,7 @@ def parse_network(data: bytes, where: str = "network XML") -> Network:
         forward_mode=(forward.get("mode") or "nat") if forward is not None else None,
         subnets=tuple(subnets),
         reservations=reservations,
+        firewall=firewall,
     )
 
 

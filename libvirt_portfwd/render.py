@@ -40,12 +40,26 @@ def environment() -> jinja2.Environment:
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
     env.filters.update(chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports)
-    env.globals.update(dispatch=names.DISPATCH_CHAIN, project_tag=names.tag())
+    env.globals.update(
+        dispatch=names.DISPATCH_CHAIN,
+        project_tag=names.tag(),
+        table=names.NFT_TABLE,
+        libvirt_table=names.LIBVIRT_NFT_TABLE,
+        gate_chain=names.LIBVIRT_NFT_GATE_CHAIN,
+        mark=f"{names.CT_MARK:#010x}",
+        gate=gate_rule(),
+    )
     return env
 
 
 def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
+
+
+def gate_rule() -> str:
+    from .backends.nftables_rules import GATE
+
+    return GATE
 
 
 def format_ports(start: int, end: int) -> str:

@@ -27,7 +27,7 @@ def remove(uuid: str, paths: Paths, name: str = "") -> str:
                 if u != uuid and e["status"] == state.LIVE and e["backend"] == data["backend"]
             )
             try:
-                _remove_rules(uuid, data, others)
+                _remove_rules(uuid, data, others, paths)
             except PortfwdError as exc:
                 raise exc.for_domain(name) from None
         state.delete(paths, uuid)
@@ -49,7 +49,7 @@ def remove_all(paths: Paths) -> int:
     return len(uuids)
 
 
-def _remove_rules(uuid: str, data: state.Data, others: int) -> None:
+def _remove_rules(uuid: str, data: state.Data, others: int, paths: Paths) -> None:
     from .backends import select_backend
 
     backend = select_backend(data["backend"])
@@ -59,5 +59,10 @@ def _remove_rules(uuid: str, data: state.Data, others: int) -> None:
             backend.apply(prerendered)
             return
         except FirewallError:
-            pass  # refused as a whole, so nothing changed: someone edited our rules; look and render
-    backend.apply(backend.change(uuid, None, others))
+            pass  # refused as a whole, so nothing changed: someone edited our rules
+    from .records import load_record  # the slow, sure way: every other domain's rules, rebuilt
+
+    index = state.read_index(paths)
+    live = [u for u, e in index.items() if u != uuid and e["status"] == state.LIVE and e["backend"] == backend.name]
+    plans = [r.plan for r in (load_record(paths, u) for u in live) if r is not None]
+    backend.apply(backend.rebuild(plans))

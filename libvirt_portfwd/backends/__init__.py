@@ -1,40 +1,93 @@
-"""Firewall backends: a small interface, a registry, and a selector that says what it tried."""
+"""Firewall backends: a small interface, a registry, and a selector that says what it chose and why."""
 
 from __future__ import annotations
 
+import os
+
 from ..errors import PortfwdError
+from ..run import ENV
 
 TYPE_CHECKING = False  # typing is not imported at run time: the hook's stop path imports this
 if TYPE_CHECKING:
     from .base import Backend
 
-NAMES = ("iptables", "none")
-AUTO_ORDER = ("iptables",)
+NAMES = ("iptables", "nftables", "none")
 
 
 def _registry() -> dict[str, Backend]:
     from .iptables import IptablesBackend
+    from .nftables import NftablesBackend
     from .none import NoneBackend
 
-    return {"iptables": IptablesBackend(), "none": NoneBackend()}
+    return {"iptables": IptablesBackend(), "nftables": NftablesBackend(), "none": NoneBackend()}
 
 
-def select_backend(name: str) -> Backend:
-    """``auto`` takes the first available backend; an explicit name must be available."""
+def select_backend(name: str, network_dir: str | None = None) -> Backend:
+    return choose_backend(name, network_dir)[0]
+
+
+def choose_backend(name: str, network_dir: str | None = None) -> tuple[Backend, str]:
+    """The backend for ``name`` (``auto`` follows the host) and why it was chosen.
+
+    libvirt rejects what enters its networks with its own firewall backend; only a rule in that
+    same firewall can let a forward through. So ``auto`` takes the backend libvirt's running
+    networks use (their live status says), else what the iptables command drives, and an
+    explicit choice that cannot pass libvirt's reject is an error rather than a silent failure.
+    """
     registry = _registry()
-    if name != "auto":
-        backend = registry.get(name)
-        if backend is None:
-            raise PortfwdError("unknown backend", f"{name!r} (known: {', '.join(registry)})")
-        if not backend.available():
-            raise PortfwdError("backend unavailable", f"{name}: its commands are not installed")
-        return backend
-    for candidate in AUTO_ORDER:
-        if registry[candidate].available():
-            return registry[candidate]
-    raise PortfwdError("no firewall backend", f"tried {', '.join(AUTO_ORDER)}: none is installed (install iptables)")
+    libvirt = _libvirt_firewalls(network_dir) if network_dir else {}
+    if name == "auto":
+        if libvirt:
+            chosen = sorted(set(libvirt.values()))[0] if len(set(libvirt.values())) == 1 else "nftables"
+            nets = ", ".join(sorted(libvirt))
+            name, reason = chosen, f"auto: libvirt runs network {nets} with its {chosen} firewall"
+        else:
+            name, reason = _host_default()
+    else:
+        reason = "configured"
+        for network, firewall in sorted(libvirt.items()):
+            if firewall in ("iptables", "nftables") and name in ("iptables", "nftables") and firewall != name:
+                raise PortfwdError(
+                    "backend mismatch",
+                    f"libvirt runs network {network} with its {firewall} firewall, whose reject only a rule in "
+                    f"{firewall} can pass: set backend: {firewall} (or auto)",
+                )
+    backend = registry.get(name)
+    if backend is None:
+        raise PortfwdError("unknown backend", f"{name!r} (known: {', '.join(registry)})")
+    if not backend.available():
+        raise PortfwdError("backend unavailable", f"{name}: its command is not installed ({reason})")
+    return backend, reason
 
 
 def available_backends() -> list[Backend]:
     """Every backend that can run here, the do-nothing one excluded."""
     return [b for name, b in _registry().items() if name != "none" and b.available()]
+
+
+def _libvirt_firewalls(network_dir: str) -> dict[str, str]:
+    """Running network -> the firewall backend libvirt runs it with, from its live status XML.
+
+    libvirt before 10.4 had only iptables and records no backend; later ones record it.
+    """
+    from ..network import load_networks
+
+    return {n.name: n.firewall or "iptables" for n in load_networks(network_dir).values() if n.forward_mode}
+
+
+def _host_default() -> tuple[str, str]:
+    """No libvirt network says: what the iptables command drives (legacy xtables or nf_tables)."""
+    from ..run import run_all
+
+    if not _on_path("iptables"):
+        return "nftables", "auto: no iptables command, nft drives the firewall"
+    [(code, out, _)] = run_all([["iptables", "-V"]])
+    if code == 0 and "legacy" in out:
+        return "iptables", "auto: iptables drives the legacy xtables firewall"
+    if _on_path("nft"):
+        return "nftables", "auto: iptables drives nf_tables, so nft rules are native here"
+    return "iptables", "auto: iptables drives nf_tables and nft is not installed"
+
+
+def _on_path(command: str) -> bool:
+    return any(os.access(os.path.join(d, command), os.X_OK) for d in ENV["PATH"].split(":") if d)

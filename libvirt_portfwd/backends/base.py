@@ -11,22 +11,25 @@ class Backend(Protocol):
     def available(self) -> bool:
         """Whether this host can run the backend's commands."""
 
-    def change(self, uuid: str, plan: Plan | None, others: int) -> str:
-        """Render the one transaction that makes ``uuid``'s rules match ``plan`` (None: remove).
+    def change(self, plan: Plan, others: int, previous: str = "") -> str:
+        """Render the one transaction that makes the domain's rules exactly ``plan``.
 
-        ``others`` counts the other domains with live rules, so the last removal can take our
-        base chains away. Reads only what the change depends on; changes nothing.
+        ``previous`` is the removal prerendered when the domain's current rules went live ("" if
+        none); ``others`` counts the other domains with live rules. Reads only what the change
+        depends on; changes nothing.
         """
 
-    def removal(self, uuid: str) -> dict[str, str]:
-        """Prerender the removal of ``uuid``'s rules as just applied: ``other`` (other domains
-        still live) and ``last``; teardown applies one without reading the firewall first."""
+    def removal(self, plan: Plan) -> dict[str, str]:
+        """Prerender the removal of ``plan``'s rules as just applied: ``other`` (other domains
+        stay live) and, where it can be known now, ``last``. Teardown applies one without reading
+        the firewall; if the firewall was changed meanwhile, that is refused whole, and teardown
+        rebuilds from the records instead."""
 
     def rebuild(self, plans: list[Plan]) -> str:
-        """Render the transaction that makes all of our rules exactly ``plans`` (sync)."""
+        """Render the transaction that makes all of our rules exactly ``plans`` (sync, repair)."""
 
     def apply(self, ruleset: str) -> None:
         """Apply a rendered transaction atomically, or raise FirewallError and change nothing."""
 
-    def live_chains(self) -> set[str]:
-        """UUID-derived names of the domains whose rules packets reach now."""
+    def live(self) -> set[str]:
+        """UUIDs of the domains whose rules packets reach now."""

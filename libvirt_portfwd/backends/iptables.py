@@ -26,23 +26,17 @@ class IptablesBackend:
     def available(self) -> bool:
         return any(os.access(os.path.join(d, RESTORE[0]), os.X_OK) for d in ENV["PATH"].split(":") if d)
 
-    def change(self, uuid: str, plan: Plan | None, others: int) -> str:
+    def change(self, plan: Plan, others: int, previous: str = "") -> str:
+        """The domain's chain is rewritten whole, so ``previous`` is not needed."""
         from .iptables_rules import observe_chains, render_change
 
-        return render_change(uuid, plan, others, observe_chains())
+        return render_change(plan.uuid, plan, others, observe_chains())
 
-    def removal(self, uuid: str) -> dict[str, str]:
+    def removal(self, plan: Plan) -> dict[str, str]:
         """Against the firewall as change() just left it: our jumps in place, exactly once."""
-        from .. import names
-        from .iptables_rules import HOOKS, TOP_JUMP, Observed, render_change
+        from .iptables_rules import render_removals
 
-        chain = names.domain_chain(uuid)
-        jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
-        after = {
-            table: Observed(hook_rules=(f"-A {hook} {TOP_JUMP}",), dispatch_rules=(jump,))
-            for table, hook in HOOKS.items()
-        }
-        return {"other": render_change(uuid, None, 1, after), "last": render_change(uuid, None, 0, after)}
+        return render_removals(plan.uuid)
 
     def rebuild(self, plans: list[Plan]) -> str:
         from .iptables_rules import observe_tables, render_rebuild
@@ -53,8 +47,9 @@ class IptablesBackend:
         if ruleset:
             run(RESTORE, stdin=ruleset)
 
-    def live_chains(self) -> set[str]:
-        """Domain chains that packets reach: hook -> dispatch -> chain, with rules, in both tables."""
+    def live(self) -> set[str]:
+        """Domains whose chains packets reach: hook -> dispatch -> chain, with rules, in both tables."""
+        from .. import names
         from .iptables_rules import live_chains
 
-        return live_chains()
+        return {names.uuid_of_chain(chain) for chain in live_chains()}

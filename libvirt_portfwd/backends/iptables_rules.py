@@ -178,10 +178,20 @@ def _spec(rule: str) -> str:
 
 
 def live_chains() -> set[str]:
-    """Domain chains that packets reach: hook -> dispatch -> chain, with rules, in both tables."""
+    """Domain chains (names) that packets reach: hook -> dispatch -> chain, with rules, in both tables."""
     live = []
     for seen in observe_tables().values():
         if not _top_jumps(seen.hook_rules):
             return set()
         live.append({_target(r) for r in seen.dispatch_rules or ()} & seen.populated)
     return set.intersection(*live)
+
+
+def render_removals(uuid: str) -> dict[str, str]:
+    """The removal against the firewall as render_change() leaves it: our jumps there, once."""
+    chain = names.domain_chain(uuid)
+    jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
+    after = {
+        table: Observed(hook_rules=(f"-A {hook} {TOP_JUMP}",), dispatch_rules=(jump,)) for table, hook in HOOKS.items()
+    }
+    return {"other": render_change(uuid, None, 1, after), "last": render_change(uuid, None, 0, after)}

@@ -13,10 +13,10 @@ class NoneBackend:
     def available(self) -> bool:
         return True
 
-    def change(self, uuid: str, plan: Plan | None, others: int) -> str:
+    def change(self, plan: Plan, others: int, previous: str = "") -> str:
         return ""
 
-    def removal(self, uuid: str) -> dict[str, str]:
+    def removal(self, plan: Plan) -> dict[str, str]:
         return {"other": "", "last": ""}
 
     def rebuild(self, plans: list[Plan]) -> str:
@@ -25,5 +25,5 @@ class NoneBackend:
     def apply(self, ruleset: str) -> None:
         return None
 
-    def live_chains(self) -> set[str]:
+    def live(self) -> set[str]:
         return set()

@@ -1,21 +1,39 @@
-"""End-to-end fixtures: one real libvirt lab (tests/lab) per test session.
+"""End-to-end fixtures: a real libvirt lab (tests/lab) in network namespaces.
 
-The lab needs root and the packages of tests/lab/install_deps.sh. Without them the e2e
-tests are skipped with the reason printed, except under CI=true, where they fail.
+Two kinds of lab, one at a time (one lab per machine): ``lab``, plain, for the lab's own smoke
+tests; ``portfwd_lab``, with libvirt-portfwd installed by its own install.sh inside the lab host
+namespace before libvirtd starts, and uninstalled at the end. Switching kinds closes one lab and
+starts the other (pytest runs test_lab_smoke.py first, so this happens once).
+
+The lab needs root and the packages of tests/lab/install_deps.sh (portfwd_lab also what
+tests/run installs: install.sh's Debian packages and the wheelhouse). Without them the e2e
+tests are skipped with the reason printed, except under CI=true, where they fail. An
+existing libvirt-portfwd installation on the machine is a failure: the tests would overwrite it.
 """
 
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from collections.abc import Generator, Iterator
+from pathlib import Path
 
 import pytest
 
+from tests.e2e.portfwd_lab import (
+    CONFIG,
+    InstallError,
+    PortfwdLab,
+    existing_installation,
+    install,
+    missing_install_prerequisites,
+    uninstall,
+)
 from tests.lab.host import Lab, missing_prerequisites
 from tests.lab.proc import LabError
 
-_LABS: list[Lab] = []
+_LABS: list[Lab] = []  # every lab of the session, for the timings summary
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -39,23 +57,145 @@ def unavailable(reason: str) -> None:
     pytest.skip(message)
 
 
+def root_namespace_snapshot() -> dict[str, str]:
+    """What the lab must never change in the root network namespace (read only)."""
+    commands = {
+        "ip_forward": ["sysctl", "-n", "net.ipv4.ip_forward"],
+        "iptables": ["iptables-save"],
+        "routes": ["ip", "-4", "route", "show"],
+        "lab links": ["sh", "-c", "ip -o link show | grep -E ' (virbr|vnet|uplink)[0-9]' || true"],
+    }
+    snapshot = {}
+    for key, argv in commands.items():
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
+        snapshot[key] = "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+    return snapshot
+
+
+class Labs:
+    """The session's labs: at most one up at a time, plain or with libvirt-portfwd installed."""
+
+    def __init__(self, factory: pytest.TempPathFactory) -> None:
+        self.factory = factory
+        self.current: Lab | None = None
+        self.installed = False
+        self.failed: dict[bool, tuple[str, str]] = {}  # kind -> ("skip"|"fail", message)
+        self.root_before: dict[str, str] | None = None
+
+    def get(self, installed: bool) -> Lab:
+        if self.current is not None and self.installed == installed:
+            return self.current
+        if installed in self.failed:
+            kind, message = self.failed[installed]
+            if kind == "fail":
+                pytest.fail(message, pytrace=False)
+            unavailable(message)
+        self.close()
+        try:
+            self.current = self._open(installed)
+        except pytest.fail.Exception as exc:
+            self.failed[installed] = ("fail", str(exc))
+            raise
+        except pytest.skip.Exception as exc:
+            self.failed[installed] = ("skip", str(exc).removeprefix("e2e lab unavailable: "))
+            raise
+        self.installed = installed
+        _LABS.append(self.current)
+        print(f"\nlab up{' with libvirt-portfwd' if installed else ''}: {format_timings(self.current.timings)}")
+        return self.current
+
+    def _open(self, installed: bool) -> Lab:
+        missing = missing_prerequisites()
+        if missing:
+            unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
+        if self.root_before is None:
+            self.root_before = root_namespace_snapshot()
+        if not installed:
+            instance = Lab(workdir=self.factory.mktemp("lab"))
+            try:
+                instance.start()
+            except LabError as exc:
+                unavailable(f"lab did not start: {exc}")
+            return instance
+        missing = missing_install_prerequisites()
+        if missing:
+            unavailable("missing " + ", ".join(missing))
+        present = existing_installation()
+        if present:
+            pytest.fail(
+                "libvirt-portfwd is already installed on this machine (" + ", ".join(map(str, present)) + "): "
+                "the e2e tests install and remove it themselves. Uninstall it first, inside a network "
+                "namespace: ip netns add pfu; ip netns exec pfu ./install.sh --uninstall; ip netns del pfu; "
+                f"rm -f {CONFIG}",
+                pytrace=False,
+            )
+        portfwd = PortfwdLab(workdir=self.factory.mktemp("portfwd-lab"), before_libvirtd=install)
+        try:
+            portfwd.start()
+        except (InstallError, LabError) as exc:
+            errors = uninstall(None)  # Lab.start closed the lab (and its namespaces) already
+            detail = f"; cleanup: {'; '.join(errors)}" if errors else ""
+            if isinstance(exc, InstallError):
+                pytest.fail(f"{exc}{detail}", pytrace=False)
+            unavailable(f"lab did not start: {exc}{detail}")
+        return portfwd
+
+    def close(self) -> None:
+        instance, self.current = self.current, None
+        if instance is None:
+            return
+        errors: list[str] = []
+        if isinstance(instance, PortfwdLab):
+            # Domains go first, while the hook is installed: their stop removes their rules.
+            for name in list(instance.guests):
+                try:
+                    instance.undefine(name)
+                except LabError as exc:
+                    errors.append(str(exc))
+            errors += uninstall(instance.host_ns)
+        try:
+            instance.close()
+        except LabError as exc:
+            errors.append(str(exc))
+        if errors:
+            raise LabError("e2e lab teardown: " + "; ".join(errors))
+
+    def finish(self) -> None:
+        try:
+            self.close()
+        finally:
+            if self.root_before is not None:
+                after = root_namespace_snapshot()
+                changed = [key for key in after if after[key] != self.root_before[key]]
+                if changed:
+                    raise LabError(f"the root network namespace changed during the e2e tests: {', '.join(changed)}")
+
+
 @pytest.fixture(scope="session")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """The session's lab: namespaces, libvirtd, network 'default' up; torn down at the end."""
-    missing = missing_prerequisites()
-    if missing:
-        unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
-    instance = Lab(workdir=tmp_path_factory.mktemp("lab"))
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
+    holder = Labs(tmp_path_factory)
+    _HOLDERS.append(holder)
     try:
-        instance.start()
-    except LabError as exc:
-        unavailable(f"lab did not start: {exc}")
-    _LABS.append(instance)
-    print(f"\nlab up: {format_timings(instance.timings)}")
-    try:
-        yield instance
+        yield holder
     finally:
-        instance.close()
+        holder.finish()
+
+
+_HOLDERS: list[Labs] = []
+
+
+@pytest.fixture
+def lab(labs: Labs) -> Lab:
+    """The plain lab: namespaces, libvirtd, network 'default' up (no libvirt-portfwd)."""
+    return labs.get(installed=False)
+
+
+@pytest.fixture(scope="session")
+def portfwd_lab(labs: Labs) -> PortfwdLab:
+    """The lab with libvirt-portfwd installed by install.sh in the lab host namespace."""
+    instance = labs.get(installed=True)
+    assert isinstance(instance, PortfwdLab)
+    return instance
 
 
 def format_timings(timings: dict[str, float]) -> str:
@@ -64,19 +204,29 @@ def format_timings(timings: dict[str, float]) -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for instance in _LABS:
-        terminalreporter.write_sep("-", "e2e lab timings")
+        kind = "libvirt-portfwd" if isinstance(instance, PortfwdLab) else "plain"
+        terminalreporter.write_sep("-", f"e2e lab timings ({kind} lab)")
         for key, value in instance.timings.items():
-            terminalreporter.write_line(f"{key:<32} {value:7.2f} s")
+            terminalreporter.write_line(f"{key:<44} {value:7.2f} s")
 
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
     item: pytest.Item, call: pytest.CallInfo[None]
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
-    """On an e2e failure, attach the tail of every lab guest's serial log to the report."""
+    """On an e2e failure, attach the tail of every guest's serial log and of our hook's stderr."""
     report = yield
-    if report.failed and call.when == "call" and _LABS:
-        for instance in _LABS:
+    if report.failed and call.when == "call":
+        for holder in _HOLDERS:
+            instance = holder.current
+            if instance is None:
+                continue
             for name in instance.guests:
                 report.sections.append((f"serial log {name}", instance.serial_log(name)[-3000:]))
+            if isinstance(instance, PortfwdLab):
+                runs = [f"{r.domain} {r.operation}: exit {r.status}: {r.stderr}" for r in instance.hook_runs()]
+                report.sections.append(("libvirt-portfwd hook runs (libvirtd log)", "\n".join(runs[-40:])))
+                waiter_log = Path("/run/libvirt-portfwd/waiter.log")
+                if waiter_log.is_file():
+                    report.sections.append(("libvirt-portfwd waiter.log", waiter_log.read_text()[-3000:]))
     return report

@@ -8,7 +8,8 @@ case "$1" in
         ;;
     bound | renew)
         ifconfig "$interface" "$ip" netmask "${subnet:-255.255.255.0}" up
-        if [ -n "$router" ] && ! ip route show default | grep -q .; then
+        # busybox "ip route show default" lists every route: look for the default one by hand
+        if [ -n "$router" ] && ! ip route | grep -q "^default"; then
             for gw in $router; do
                 route add default gw "$gw" dev "$interface" && break
             done

@@ -1,0 +1,141 @@
+#!/usr/bin/python3
+"""libvirt-portfwd benchmark (issue 5): hook costs, forward liveness, scale, sync, data path.
+
+Run as root from anywhere: ``python3 bench/run.py [--quick] [--ref REV] [--venv DIR]``
+(Debian's python3 or any venv: this file needs only the standard library). See bench/README.md.
+
+It snapshots the package (the work tree, or REV), installs it non-editable in a temporary
+venv built from Debian's /usr/bin/python3 (as install.sh does), builds a libvirt-like host
+from network namespaces with libvirt's own iptables rules, installs the hook there the way
+install.sh rewrites it, and runs bench/measure.py inside the host namespace. It prints a
+markdown table and the targets, writes bench/results.json, and removes every namespace and
+temporary directory it made, whatever happens.
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import report
+from lab import REPO, SNAPSHOT_PATHS, SYSTEM_ENV, BenchError, Lab, log
+
+BENCH = Path(__file__).resolve().parent
+MEASURE_TIMEOUT = 900.0
+BULK_DOMAINS = 1000
+LIBVIRT_VERSION = "import libvirt; v = libvirt.getVersion(); print(v // 10**6, v // 1000 % 1000, v % 1000, sep='.')"
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run (about 2 minutes)")
+    parser.add_argument("--ref", help="benchmark this git revision instead of the work tree (git archive)")
+    parser.add_argument("--venv", type=Path, help="use this venv (libvirt-portfwd installed) instead of building one")
+    parser.add_argument("--output", type=Path, default=BENCH / "results.json", help="default: bench/results.json")
+    return parser.parse_args(argv)
+
+
+def preflight() -> None:
+    if os.geteuid() != 0:
+        raise BenchError("run as root (network namespaces and iptables)")
+    for tool in ("ip", "iptables", "iptables-restore", "iptables-save", "tar"):
+        if shutil.which(tool, path=SYSTEM_ENV["PATH"]) is None:
+            raise BenchError(f"{tool} is not installed (tests/run installs what is needed)")
+    if not Path("/usr/bin/python3").exists():
+        raise BenchError("/usr/bin/python3 is missing")
+
+
+def output_of(*argv: str) -> str:
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False)
+    except OSError:
+        return "?"
+    return (proc.stdout or proc.stderr).strip()
+
+
+def machine(python: str, source: str) -> dict[str, Any]:
+    meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), "?")  # fmt: skip
+    os_release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
+    dirty = output_of("git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--", *SNAPSHOT_PATHS)
+    return {
+        "nproc": os.cpu_count(),
+        "cpu": cpu,
+        "memory_gib": round(int(meminfo[1]) / 1024 / 1024, 1),
+        "kernel": platform.release(),
+        "os": os_release.get("PRETTY_NAME", "?").strip('"'),
+        "debian_version": Path("/etc/debian_version").read_text().strip(),
+        "python": output_of(python, "--version"),
+        "python_path": f"{python} (venv from /usr/bin/python3)",
+        "iptables": output_of("iptables", "--version"),
+        "libvirt": output_of(python, "-c", LIBVIRT_VERSION),
+        "source": source,
+        "git_head": output_of("git", "-C", str(REPO), "rev-parse", "HEAD"),
+        "work_tree_changes": dirty.splitlines() if source == "work tree" else [],
+    }  # fmt: skip
+
+
+def measure(lab: Lab, source: str, quick: bool) -> dict[str, Any]:
+    """Run measure.py inside the host namespace; its progress goes to our stderr."""
+    info, out = lab.workdir / "info.json", lab.workdir / "out.json"
+    lab.write_info(info, source)
+    argv = ["ip", "netns", "exec", lab.host, lab.python, str(BENCH / "measure.py"), str(info), str(out)]
+    proc = subprocess.run(argv + (["--quick"] if quick else []), env=SYSTEM_ENV, timeout=MEASURE_TIMEOUT, check=False)
+    if proc.returncode != 0:
+        raise BenchError(f"measure.py failed (exit {proc.returncode}); see above")
+    result: dict[str, Any] = json.loads(out.read_text())
+    return result
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    begin = time.monotonic()
+    load_before = Path("/proc/loadavg").read_text().split()[:3]
+    workdir = Path(tempfile.mkdtemp(prefix="pfbench-"))
+    lab = Lab(workdir)
+    try:
+        source = lab.snapshot(args.ref)
+        log(f"installing {source} into a venv from /usr/bin/python3 (non-editable)")
+        lab.build_venv(args.venv)
+        log(f"namespaces {lab.host}, {lab.guest}, {lab.client}; root {lab.root}")
+        lab.create()
+        lab.write_root(bulk=BULK_DOMAINS)
+        lab.start_guest_server()
+        measured = measure(lab, source, args.quick)
+        meta = machine(lab.python, source)
+    finally:
+        lab.destroy()
+        shutil.rmtree(workdir, ignore_errors=True)
+    meta["command"] = shlex.join([sys.executable, *sys.argv])
+    meta["quick"] = args.quick
+    meta["wall_seconds"] = round(time.monotonic() - begin, 1)
+    meta["loadavg_before_after"] = [load_before, Path("/proc/loadavg").read_text().split()[:3]]
+    return {"meta": meta, **measured, "targets": report.targets(measured["rows"])}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        preflight()
+        results = run(args)
+    except BenchError as exc:
+        log(f"error: {exc}")
+        return 1
+    args.output.write_text(json.dumps(results, indent=1) + "\n")
+    meta = results["meta"]
+    print(f"# libvirt-portfwd benchmark ({meta['source']}, {meta['git_head'][:12]}, {meta['wall_seconds']} s)\n")
+    print(report.markdown(results))
+    log(f"wrote {args.output}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,157 @@
+"""nftables backend, its rules: what a change reads, and the transaction it renders.
+
+Our table ``ip libvirt_portfwd`` holds, per protocol, hash maps from host address and port
+(or port alone, for forwards on every local address) to guest address and port, so that a
+packet costs the same lookups however many forwards there are. Forwards limited to source
+networks or an inbound interface go through a verdict map to their domain's own chain.
+Every element and rule carries its domain's UUID in a comment.
+
+libvirt's own nftables table rejects what enters its networks in ``guest_input``; an accept
+elsewhere does not override that. So one rule of ours, the *gate*, stands first in that chain
+and accepts exactly the connections our DNAT marked (a ct mark bit). It is the only thing we
+write into a table that is not ours; a change only touches it when it is missing or misplaced.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import names
+from ..model import Forward, Plan
+from ..run import run_all
+
+PROTOCOLS = ("tcp", "udp", "sctp")
+GATE = f'ct mark & {names.CT_MARK:#010x} == {names.CT_MARK:#010x} ct status dnat accept comment "{names.tag()}"'
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One map element: ``key : value``, tagged with its domain."""
+
+    map: str
+    key: str
+    value: str
+    uuid: str
+
+
+@dataclass(frozen=True)
+class DomainRules:
+    """What one domain owns in our table: map elements, and a chain for restricted forwards."""
+
+    uuid: str
+    chain: str
+    entries: tuple[Entry, ...]
+    restricted: tuple[Forward, ...]
+
+
+@dataclass(frozen=True)
+class Gate:
+    """Where our gate must go, and what of ours is there now (rule handles)."""
+
+    present: bool  # libvirt's table and chain exist
+    ok: bool  # exactly one gate, and it is the first rule
+    handles: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class Transaction:
+    base: bool = False  # declare our table, maps and hook chains (idempotent)
+    reset: bool = False  # delete our table first (rebuild)
+    delete_table: bool = False
+    add: tuple[DomainRules, ...] = ()
+    remove: tuple[DomainRules, ...] = ()
+    gate_drop: tuple[int, ...] = ()
+    gate_insert: bool = False
+    protocols: tuple[str, ...] = field(default=PROTOCOLS)
+
+
+def domain_rules(plan: Plan) -> DomainRules:
+    chain = names.domain_chain(plan.uuid)
+    entries: list[Entry] = []
+    restricted: list[Forward] = []
+    for forward in plan.forwards:
+        if forward.guest is None:
+            continue
+        any_address = forward.address is None
+        if forward.sources or forward.dev:
+            restricted.append(forward)
+            for port in range(forward.start, forward.end + 1):
+                key = str(port) if any_address else f"{forward.address} . {port}"
+                suffix = "_any" if any_address else ""
+                entry = Entry(f"jump_{forward.proto}{suffix}", key, f"jump {chain}", plan.uuid)
+                if entry not in entries:
+                    entries.append(entry)
+            continue
+        for port in range(forward.start, forward.end + 1):
+            key = str(port) if any_address else f"{forward.address} . {port}"
+            value = f"{forward.guest} . {forward.guest_port + port - forward.start}"
+            entries.append(Entry(f"dnat_{forward.proto}{'_any' if any_address else ''}", key, value, plan.uuid))
+    return DomainRules(plan.uuid, chain, tuple(entries), tuple(restricted))
+
+
+def render_change(plan: Plan, gate: Gate, previous: str = "") -> str:
+    """Add (or replace: ``previous`` is the removal prerendered when it went live) one domain."""
+    tx = Transaction(
+        base=True,
+        add=(domain_rules(plan),),
+        gate_drop=() if gate.ok or not gate.present else gate.handles,
+        gate_insert=gate.present and not gate.ok,
+    )
+    return previous + _render(tx)
+
+
+def render_removal(plan: Plan, gate: Gate | None, last: bool) -> str:
+    """Remove one domain; the last one takes our table and the gate with it."""
+    if last:
+        handles = gate.handles if gate is not None and gate.present else ()
+        return _render(Transaction(delete_table=True, gate_drop=handles))
+    return _render(Transaction(remove=(domain_rules(plan),)))
+
+
+def render_rebuild(plans: list[Plan], gate: Gate) -> str:
+    """All of our rules from scratch: the table replaced whole, the gate made right."""
+    if not plans:
+        return _render(Transaction(delete_table=True, gate_drop=gate.handles if gate.present else ()))
+    return _render(
+        Transaction(
+            base=True,
+            reset=True,
+            add=tuple(domain_rules(p) for p in plans),
+            gate_drop=() if gate.ok or not gate.present else gate.handles,
+            gate_insert=gate.present and not gate.ok,
+        )
+    )
+
+
+def observe_gate() -> Gate:
+    """Read libvirt's guest_input chain (small: one rule per network and ours)."""
+    argv = ["nft", "-a", "list", "chain", "ip", names.LIBVIRT_NFT_TABLE, names.LIBVIRT_NFT_GATE_CHAIN]
+    [(code, out, _)] = run_all([argv])
+    if code != 0:
+        return Gate(present=False, ok=True)
+    rules = [line.strip() for line in out.splitlines() if "# handle " in line and not line.strip().startswith("chain")]
+    ours = [i for i, rule in enumerate(rules) if f'comment "{names.tag()}"' in rule]
+    handles = tuple(int(rules[i].rsplit("# handle ", 1)[1]) for i in ours)
+    return Gate(present=True, ok=ours == [0], handles=handles)
+
+
+def our_table_exists() -> bool:
+    [(code, _, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
+    return code == 0
+
+
+def _render(tx: Transaction) -> str:
+    from ..render import render
+
+    return render("nftables.j2", tx=tx)
+
+
+def live_uuids() -> set[str]:
+    """Domains with elements or rules in our table, when packets can reach them (gate in place)."""
+    if not observe_gate().ok:
+        return set()
+    [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
+    if code != 0:
+        return set()
+    prefix = f'comment "{names.tag()}:'
+    return {part.split('"', 1)[0] for part in out.split(prefix)[1:]}

@@ -1,0 +1,289 @@
+"""The lab with libvirt-portfwd installed by its own install.sh, and what the scenarios need.
+
+``PortfwdLab`` is a ``tests.lab.host.Lab`` whose libvirtd also logs the commands it runs
+(``util.command`` at debug level): libvirt keeps a hook's stderr only there when the hook
+succeeds, and the hook logs to syslog (absent here) and stderr. ``install`` runs install.sh
+in the lab host namespace before libvirtd starts; ``uninstall`` removes it again, always in
+a network namespace (its ``remove --all`` runs iptables).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import re
+import secrets
+import subprocess
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.lab import guest as guest_module
+from tests.lab.host import Guest, Lab, ProbeResult
+from tests.lab.proc import delete_namespaces, namespace_exists, run
+
+REPO = Path(__file__).resolve().parents[2]
+WHEELS = REPO / ".cache" / "wheels"
+INSTALL_SH = REPO / "install.sh"
+PIP_OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
+# install.sh's Debian packages: it would run apt-get for a missing one, which test namespaces cannot reach
+INSTALL_PACKAGES = ("python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev", "iptables", "procps")
+
+HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
+PREFIX = Path("/opt/libvirt-portfwd")
+CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
+CLI = Path("/usr/local/sbin/libvirt-portfwd")
+SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
+RUN_DIR = Path("/run/libvirt-portfwd")
+INSTALLED_PATHS = (HOOK, PREFIX, CONFIG, CLI, SYSCTL, RUN_DIR)
+
+METADATA_URI = "urn:libvirt-portfwd:1"
+OURS = re.compile(r"PORTFWD|libvirt-portfwd|\bPF[A-Z2-7]{26}\b")
+TAG = re.compile(r"libvirt-portfwd:([0-9a-f-]{36})")
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (\S+) : ", re.M)
+_HOOK_RUN = re.compile(re.escape(str(HOOK)) + r" (\S+) (\S+) (\S+) (\S+)\s*$")
+_COUNTERS = re.compile(r" \[\d+:\d+\]$")
+_RESULT = re.compile(r"Result status (-?\d+), stdout: '(.*)' stderr: '(.*)'\s*$", re.S)
+
+
+class InstallError(Exception):
+    """install.sh failed, or an installation was already there: a failure, never a skip."""
+
+
+def existing_installation() -> list[Path]:
+    return [path for path in INSTALLED_PATHS if path.exists() or path.is_symlink()]
+
+
+def missing_install_prerequisites() -> list[str]:
+    missing = [] if any(WHEELS.glob("*.whl")) else [f"the wheelhouse {WHEELS} (tests/run builds it)"]
+    result = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *INSTALL_PACKAGES], check=False)
+    installed = {line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")}
+    missing += [f"Debian package {pkg} (tests/run installs it)" for pkg in INSTALL_PACKAGES if pkg not in installed]
+    return missing
+
+
+def install(lab: Lab) -> None:
+    """``./install.sh`` as an admin runs it, inside the lab host namespace (Lab's before_libvirtd)."""
+    began = time.monotonic()
+    result = lab.run_in_host([str(INSTALL_SH)], env=PIP_OFFLINE, cwd=REPO, timeout=600, check=False)
+    lab.timings["install.sh"] = time.monotonic() - began
+    if result.returncode != 0:
+        raise InstallError(f"install.sh failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
+    if not (HOOK.is_file() and CLI.exists() and CONFIG.is_file()):
+        raise InstallError(f"install.sh succeeded but left no {HOOK}, {CLI} or {CONFIG}:\n{result.stdout}")
+
+
+def uninstall(host_ns: str | None) -> list[str]:
+    """``./install.sh --uninstall`` in host_ns (or a throwaway namespace when it is gone), then
+    remove the config the tests wrote. Returns what went wrong (empty when all is gone)."""
+    errors: list[str] = []
+    temp = None
+    if host_ns is None or not namespace_exists(host_ns):
+        temp = f"pfu-{secrets.token_hex(3)}"  # never in the root namespace: uninstall runs iptables
+        run(["ip", "netns", "add", temp])
+    namespace = temp or host_ns
+    assert namespace is not None
+    try:
+        result = run(
+            ["ip", "netns", "exec", namespace, str(INSTALL_SH), "--uninstall"], check=False, timeout=120, cwd=REPO
+        )
+        if result.returncode != 0:
+            errors.append(f"install.sh --uninstall: exit {result.returncode}: {result.stderr.strip()}")
+    finally:
+        if temp is not None:
+            delete_namespaces([temp])
+    CONFIG.unlink(missing_ok=True)
+    with contextlib.suppress(OSError):
+        CONFIG.parent.rmdir()
+    left = existing_installation()
+    if left:
+        errors.append("left behind after uninstall: " + ", ".join(map(str, left)))
+    return errors
+
+
+@dataclass(frozen=True)
+class HookRun:
+    """One run of our hook as libvirtd logged it."""
+
+    thread: str
+    domain: str
+    operation: str
+    status: int | None  # None: no result logged yet
+    stderr: str
+
+
+@dataclass(frozen=True)
+class StatusRow:
+    domain: str
+    uuid: str
+    state: str
+    forward: str
+    guest: str
+    live: str
+
+
+class PortfwdLab(Lab):
+    """A Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers."""
+
+    @property
+    def libvirtd_log(self) -> Path:
+        return self.workdir / "libvirtd.log"
+
+    def _daemon_env(self) -> dict[str, str]:
+        env = super()._daemon_env()
+        env["LIBVIRT_LOG_FILTERS"] = "1:util.command"  # commands run, with a hook's stderr
+        env["LIBVIRT_LOG_OUTPUTS"] = f"1:file:{self.libvirtd_log}"
+        return env
+
+    # --- libvirtd's record of our hook -------------------------------------------------------
+
+    def hook_runs(self) -> list[HookRun]:
+        """Every run of our hook in libvirtd's log, oldest first, with its exit status and stderr."""
+        try:
+            text = self.libvirtd_log.read_text(errors="replace")
+        except OSError:
+            return []
+        starts = list(_LOG_RECORD.finditer(text))
+        runs: list[HookRun] = []
+        pending: dict[str, int] = {}  # thread -> index in runs of the run awaiting its result
+        for i, match in enumerate(starts):
+            body = text[match.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
+            thread, where = match.group(1), match.group(2)
+            hook = _HOOK_RUN.search(body) if where.startswith("virCommandRunAsync") else None
+            if hook is not None:
+                pending[thread] = len(runs)
+                runs.append(HookRun(thread, hook.group(1), hook.group(2), None, ""))
+                continue
+            result = _RESULT.search(body) if where.startswith("virCommandRun:") else None
+            if result is not None and thread in pending:
+                index = pending.pop(thread)
+                runs[index] = dataclasses.replace(runs[index], status=int(result.group(1)), stderr=result.group(3))
+        return runs
+
+    def hook_stderr(self, domain: str) -> str:
+        """Everything our hook wrote to stderr for domain, as libvirtd logged it."""
+        return "\n".join(run.stderr for run in self.hook_runs() if run.domain == domain and run.stderr)
+
+    def wait_for_hook(self, domain: str, operation: str, after: int, timeout: float = 60.0) -> HookRun:
+        """Wait for a finished run of our hook (domain, operation) beyond the first `after` runs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for hook_run in self.hook_runs()[after:]:
+                if (hook_run.domain, hook_run.operation) == (domain, operation) and hook_run.status is not None:
+                    return hook_run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"libvirtd did not run our hook for {domain} {operation} within {timeout:.0f} s")
+            time.sleep(0.1)
+
+    # --- the CLI, the firewall -----------------------------------------------------------------
+
+    def portfwd(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """The installed CLI, in the lab host namespace (where the rules are)."""
+        return self.run_in_host([str(CLI), *args], check=check, timeout=120)
+
+    def status(self) -> list[StatusRow]:
+        """``libvirt-portfwd status``, one row per forward."""
+        rows = []
+        for line in self.portfwd("status").stdout.splitlines()[1:]:
+            fields = line.split()
+            if len(fields) == 7:
+                domain, uuid, state, proto, claim, guest, live = fields
+                rows.append(StatusRow(domain, uuid, state, f"{proto} {claim}", guest, live))
+        return rows
+
+    def iptables_save(self) -> list[str]:
+        """The host namespace's ruleset as ``TABLE RULE`` lines (no comments, no counters)."""
+        lines, table = [], ""
+        for line in self.run_in_host(["iptables-save"]).stdout.splitlines():
+            if line.startswith("*"):
+                table = line[1:]
+            elif line.startswith((":", "-A")):
+                lines.append(f"{table} {_COUNTERS.sub('', line)}")
+        return lines
+
+    def our_rules(self, lines: list[str] | None = None) -> list[str]:
+        """Our chains and rules (PORTFWD, PF<uuid>, the libvirt-portfwd comments)."""
+        return [line for line in (self.iptables_save() if lines is None else lines) if OURS.search(line)]
+
+    def libvirt_rules(self, lines: list[str] | None = None) -> list[str]:
+        return [line for line in (self.iptables_save() if lines is None else lines) if "LIBVIRT_" in line]
+
+    def iptables(self, *args: str) -> None:
+        self.run_in_host(["iptables", "-w", *args])
+
+    # --- domains -------------------------------------------------------------------------------
+
+    def define_guest(self, name: str, *, macs: Iterable[str] = (), metadata: str | None = None) -> Guest:
+        """Define a lab guest without starting it; metadata is set as the README says, with virsh."""
+        spec = self.guest_spec(name, macs=tuple(macs))
+        guest = Guest(name, spec.resolved_uuid(), spec.resolved_hostname(), spec.resolved_macs(), spec.serial_log)
+        self.guests[name] = guest
+        self.define(guest_module.domain_xml(spec, self.image))
+        if metadata is not None:
+            self.set_metadata(name, metadata)
+        return guest
+
+    def set_metadata(self, name: str, metadata: str, *flags: str) -> None:
+        """``virsh metadata DOM --uri urn:libvirt-portfwd:1 --key portfwd --config --set XML``."""
+        self.virsh(
+            "metadata", name, "--uri", METADATA_URI, "--key", "portfwd", *(flags or ("--config",)), "--set", metadata
+        )
+
+    def running_uuids(self) -> set[str]:
+        return {line.strip() for line in self.virsh("list", "--uuid").stdout.splitlines() if line.strip()}
+
+
+# --- forwards -------------------------------------------------------------------------------------
+
+
+def port_forward(proto: str, ranges: Iterable[tuple[int, int | None]], **attrs: str) -> str:
+    """``<portForward proto=... attrs><range start to/>...`` (to None: the same port)."""
+    attributes = "".join(f' {key.replace("_", "-")}="{value}"' for key, value in attrs.items())
+    body = "".join(f'<range start="{start}"' + (f' to="{to}"' if to else "") + "/>" for start, to in ranges)
+    return f'<portForward proto="{proto}"{attributes}>{body}</portForward>'
+
+
+def portfwd_metadata(*forwards: str) -> str:
+    return "<portfwd>" + "".join(forwards) + "</portfwd>"
+
+
+def random_mac(taken: Iterable[str] = ()) -> str:
+    taken = {mac.lower() for mac in taken}
+    while True:
+        mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
+        if mac not in taken:
+            return mac
+
+
+def duplicates(lines: Iterable[str]) -> list[str]:
+    return [line for line, count in Counter(lines).items() if count > 1 and line.split()[1] == "-A"]
+
+
+def rule_uuids(lines: Iterable[str]) -> set[str]:
+    return {match.group(1) for line in lines for match in TAG.finditer(line)}
+
+
+def wait_for_answer(
+    probe: Callable[[], ProbeResult], expected: bytes, timeout: float, what: str, interval: float = 0.1
+) -> float:
+    """Probe until the expected answer; the seconds it took. Fails with the last probe's error."""
+    began = time.monotonic()
+    while True:
+        result = probe()
+        if result.answer == expected:
+            return time.monotonic() - began
+        if time.monotonic() - began > timeout:
+            got = result.error or repr(result.answer)
+            raise AssertionError(f"{what}: no {expected!r} within {timeout:.0f} s (last probe: {got})")
+        time.sleep(interval)
+
+
+def write_config(text: str) -> None:
+    """Replace the config atomically (a new inode: the hook's parsed-config cache sees the change)."""
+    tmp = CONFIG.with_name(f".config.yaml.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.chmod(0o644)
+    tmp.replace(CONFIG)
