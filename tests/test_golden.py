@@ -10,6 +10,7 @@ A case is a folder holding what a host holds when libvirt runs the hook at ``sta
 and exactly one expected result:
 
     iptables.rules  the iptables-restore transaction against a fresh firewall
+    nftables.rules  the nft -f transaction against a fresh host with libvirt's nftables table
     error.txt       the one-line message, where the case must be refused
 
 A missing or unexpected golden file fails. ``REGEN_GOLDEN=1 pytest tests/test_golden.py``
@@ -26,6 +27,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.actions import Prepared, prepare
+from libvirt_portfwd import names
+from libvirt_portfwd.backends import nftables_rules
 from libvirt_portfwd.backends.iptables_rules import Observed, render_change, render_rebuild
 from libvirt_portfwd.errors import PROG, PortfwdError
 from libvirt_portfwd.paths import Paths
@@ -53,8 +56,15 @@ def render_iptables(plan: Plan) -> str:
     return render_change(plan.uuid, plan, 0, fresh_firewall())
 
 
-# One golden file per backend that renders text; add nftables here when it exists.
-RENDERERS: dict[str, Callable[[Plan], str]] = {"iptables.rules": render_iptables}
+def render_nftables(plan: Plan) -> str:
+    """On a host whose libvirt uses nftables and where we never ran: the gate goes in too."""
+    return nftables_rules.render_change(plan, LIBVIRT_NFT_NO_GATE)
+
+
+LIBVIRT_NFT_NO_GATE = nftables_rules.Gate(present=True, ok=False)
+
+# One golden file per backend that renders text.
+RENDERERS: dict[str, Callable[[Plan], str]] = {"iptables.rules": render_iptables, "nftables.rules": render_nftables}
 
 
 def regenerating() -> bool:
@@ -151,7 +161,7 @@ def test_rebuild_two_domains(tmp_path: Path) -> None:
 def test_rebuild_removes_stale_chain(tmp_path: Path) -> None:
     """A chain of a domain that stopped while we were not looking is emptied and deleted."""
     plans = plans_of(tmp_path, "tcp-single")
-    stale = "PF-0123456789abcdef012345678"
+    stale = names.domain_chain("01234567-89ab-cdef-0123-456789abcdef")
     observed = {
         "nat": Observed(
             hook_rules=("-A PREROUTING -m comment --comment libvirt-portfwd -j PORTFWD",),
@@ -169,3 +179,12 @@ def test_rebuild_removes_stale_chain(tmp_path: Path) -> None:
 
 def test_rebuild_with_nothing_left_removes_our_chains() -> None:
     compare(GOLDEN / "rebuild-empty.iptables.rules", render_rebuild([], fresh_firewall()))
+
+
+def test_nftables_rebuild_and_removal(tmp_path: Path) -> None:
+    """sync's nft transaction for two domains; one domain's removal; the last removal."""
+    plans = plans_of(tmp_path, "tcp-single", "source-restricted")
+    compare(GOLDEN / "rebuild-two-domains.nftables.rules", nftables_rules.render_rebuild(plans, LIBVIRT_NFT_NO_GATE))
+    compare(GOLDEN / "removal-other.nftables.rules", nftables_rules.render_removal(plans[1], None, last=False))
+    gate = nftables_rules.Gate(present=True, ok=True, handles=(42,))
+    compare(GOLDEN / "removal-last.nftables.rules", nftables_rules.render_removal(plans[1], gate, last=True))

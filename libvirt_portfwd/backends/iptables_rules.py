@@ -84,6 +84,12 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
     """All of our rules from scratch: dispatch emptied, every plan written, stale chains deleted."""
     wanted = {names.domain_chain(p.uuid) for p in plans}
     stale = sorted((observed["nat"].chains | observed["filter"].chains) - wanted)
+    if (
+        not plans
+        and not stale
+        and not any(seen.dispatch_rules is not None or _top_jumps(seen.hook_rules) for seen in observed.values())
+    ):
+        return ""  # nothing of ours here: touch nothing (not even create empty tables)
     tables = []
     for table, hook in HOOKS.items():
         last = not plans

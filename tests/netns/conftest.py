@@ -10,7 +10,9 @@ touches the root namespace.
 
 import json
 import os
+import re
 import secrets
+import shlex
 import shutil
 import subprocess
 import time
@@ -30,7 +32,7 @@ CLIENT_ADDRESS = "203.0.113.2"
 HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 NETWORK_XML = """<networkstatus>
-  <class_id bitmap='0-2'/>
+  <class_id bitmap='0-2'/>{firewall}
   <network>
     <name>default</name>
     <uuid>0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a01</uuid>
@@ -89,7 +91,8 @@ def sh(*argv: str, check: bool = True, input: str | None = None, timeout: float 
 class Lab:
     """Three namespaces and a temporary system root; see the module docstring."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, kind: str = "iptables") -> None:
+        self.kind = kind  # libvirt's firewall backend this host imitates: iptables or nftables
         tag = secrets.token_hex(3)
         self.host, self.guest, self.client = f"pfh-{tag}", f"pfg-{tag}", f"pfc-{tag}"
         self.root = tmp / "root"
@@ -118,7 +121,10 @@ class Lab:
         self.ip(c, "link", "set", "eth0", "up")
         self.ip(c, "route", "add", "192.168.122.0/24", "via", HOST_ADDRESS)
         self.exec(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        self.exec(h, "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
+        if self.kind == "iptables":
+            self.exec(h, "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
+        else:
+            self.exec(h, "nft", "-f", str(DATA / "libvirt-nftables.nft"))
         self.write_network()
         self.write_leases({GUEST_MAC: GUEST_ADDRESS})
         self.write_config("lease_wait: 20\n")
@@ -154,7 +160,9 @@ class Lab:
     # -- the system files libvirt writes ------------------------------------------------------
     def write_network(self) -> None:
         hosts = "".join(f"<host mac='{m}' ip='{a}'/>" for m, a in self.reservations.items())
-        self._write("run/libvirt/network/default.xml", NETWORK_XML.format(hosts=hosts))
+        # libvirt >= 10.4 records its firewall backend in the status; 9.0 (iptables only) does not
+        firewall = "\n  <firewall name='fwRemoval' backend='nftables'/>" if self.kind == "nftables" else ""
+        self._write("run/libvirt/network/default.xml", NETWORK_XML.format(hosts=hosts, firewall=firewall))
 
     def write_leases(self, leases: dict[str, str], expiry: int | None = None) -> None:
         expiry = int(time.time()) + 3600 if expiry is None else expiry
@@ -230,15 +238,24 @@ class Lab:
             time.sleep(0.05)
 
     def firewall(self) -> str:
-        """iptables-save of the host namespace without comment lines and counters."""
-        out = self.exec(self.host, "iptables-save")
-        return "\n".join(
-            line.split(" [")[0] if line.startswith(":") else line
-            for line in out.splitlines()
-            if not line.startswith("#")
-        )
+        """The host namespace's whole ruleset, without counters and comment lines."""
+        if self.kind == "iptables":
+            out = self.exec(self.host, "iptables-save")
+            return "\n".join(
+                line.split(" [")[0] if line.startswith(":") else line
+                for line in out.splitlines()
+                if not line.startswith("#")
+            )
+        out = self.exec(self.host, "nft", "list", "ruleset")
+        return "\n".join(re.sub(r"counter packets \d+ bytes \d+", "counter", line) for line in out.splitlines())
 
     def our_rules(self) -> list[str]:
+        if self.kind == "nftables":
+            return [
+                line.strip()
+                for line in self.firewall().splitlines()
+                if "libvirt-portfwd" in line or "@dnat" in line or "@jump" in line
+            ]
         return [
             line
             for line in self.firewall().splitlines()
@@ -247,17 +264,36 @@ class Lab:
             or any(names.is_domain_chain(word.lstrip(":")) for word in line.split())
         ]
 
+    def flush_ours(self) -> None:
+        """What an admin's hand (or a firewall reload) does to our rules."""
+        if self.kind == "nftables":
+            self.exec(self.host, "nft", "delete", "table", "ip", names.NFT_TABLE)
+            listing = self.exec(self.host, "nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input")
+            for line in listing.splitlines():
+                if "libvirt-portfwd" in line:
+                    handle = line.rsplit("# handle ", 1)[1].strip()
+                    self.exec(
+                        self.host, "nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", handle
+                    )
+            return
+        for table in ("nat", "filter"):
+            for line in self.exec(self.host, "iptables", "-t", table, "-S").splitlines():
+                if line.startswith("-A PORTFWD") or (
+                    line.startswith(("-A FORWARD", "-A PREROUTING")) and "PORTFWD" in line
+                ):
+                    self.exec(self.host, "iptables", "-t", table, "-D", *shlex.split(line)[1:])
+
     def records(self) -> dict[str, dict]:  # type: ignore[type-arg]
         state = self.root / "run/libvirt-portfwd/domains"
         return {p.stem: json.loads(p.read_text()) for p in state.glob("*.json")} if state.exists() else {}
 
 
 @pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
+def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
     need_root()
     if shutil.which("iptables-restore") is None:
         pytest.fail("iptables is not installed (the test command installs it)")
-    lab = Lab(tmp_path)
+    lab = Lab(tmp_path, getattr(request, "param", "iptables"))
     try:
         lab.create()
         yield lab
