@@ -3,8 +3,9 @@
 #   ./install.sh               install or upgrade (idempotent)
 #   ./install.sh --uninstall   remove everything it added, live rules included
 # Installs: Debian packages it needs, the package in its own venv (from Debian's /usr/bin/python3),
-# the libvirt hook (qemu.d; never overwriting a hook it did not write), a commented default
-# config if none exists, the CLI, and persistent net.ipv4.ip_forward=1 (sysctl.d, applied).
+# the libvirt hooks (qemu.d, network.d; never overwriting a hook it did not write), a commented
+# default config if none exists, the CLI, the watcher and boot-time sync services where systemd
+# runs, and persistent net.ipv4.ip_forward=1 (sysctl.d, applied).
 set -euo pipefail
 
 PREFIX=${LIBVIRT_PORTFWD_PREFIX:-/opt/libvirt-portfwd}
@@ -12,10 +13,13 @@ HOOK_DIR=${LIBVIRT_HOOKS_DIR:-/etc/libvirt/hooks}
 CONFIG=${LIBVIRT_PORTFWD_CONFIG:-/etc/libvirt-portfwd/config.yaml}
 RUN_DIR=/run/libvirt-portfwd
 HOOK=$HOOK_DIR/qemu.d/libvirt-portfwd
+NETWORK_HOOK=$HOOK_DIR/network.d/libvirt-portfwd
+UNIT_DIR=/etc/systemd/system
+UNITS=(libvirt-portfwd-watch.service libvirt-portfwd-sync.service)
 SYSCTL_FILE=/etc/sysctl.d/60-libvirt-portfwd.conf
 CLI_LINK=/usr/local/sbin/libvirt-portfwd
 MARKER="managed-by: libvirt-portfwd"
-PACKAGES=(python3-venv python3-dev gcc pkg-config libvirt-dev iptables procps)
+PACKAGES=(python3-venv python3-dev gcc pkg-config libvirt-dev iptables nftables procps)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { printf 'libvirt-portfwd: %s\n' "$*"; }
@@ -92,17 +96,30 @@ install_all() {
     ln -sfn "$PREFIX/venv/bin/libvirt-portfwd" "$CLI_LINK"
     install_config
     install_hook
+    install_units
     install_sysctl
     check_libvirt
     say "installed; try: libvirt-portfwd plan <domain.xml>, libvirt-portfwd status"
 }
 
 uninstall_all() {
+    local unit target
+    if [ -d /run/systemd/system ]; then
+        for unit in "${UNITS[@]}"; do
+            if ours "$UNIT_DIR/$unit"; then
+                systemctl disable --now --quiet "$unit" || true
+                rm -f "$UNIT_DIR/$unit"
+            fi
+        done
+        systemctl daemon-reload
+    fi
     if [ -x "$PREFIX/venv/bin/libvirt-portfwd" ]; then
         "$PREFIX/venv/bin/libvirt-portfwd" --config "$CONFIG" remove --all || say "could not remove the live rules (see above)"
     fi
-    if ours "$HOOK"; then rm -f "$HOOK"; say "hook removed: $HOOK"; fi
-    rmdir "$HOOK_DIR/qemu.d" "$HOOK_DIR" 2>/dev/null || true
+    for target in "$HOOK" "$NETWORK_HOOK"; do
+        if ours "$target"; then rm -f "$target"; say "hook removed: $target"; fi
+    done
+    rmdir "$HOOK_DIR/qemu.d" "$HOOK_DIR/network.d" "$HOOK_DIR" 2>/dev/null || true
     if [ -L "$CLI_LINK" ]; then rm -f "$CLI_LINK"; fi
     if [ -f "$CONFIG" ] && cmp -s "$CONFIG" "$SRC/templates/config.yaml"; then
         rm -f "$CONFIG"

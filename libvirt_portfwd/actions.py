@@ -228,3 +228,23 @@ def _save_waiting(paths: Paths, plan: Plan, xml: bytes) -> str:
     record = _waiting_record(plan, xml)
     save_record(paths, record)
     return record.token
+
+
+def repair(paths: Paths) -> int:
+    """If any recorded live forward is not reachable now, rebuild our rules from the records.
+
+    Returns how many domains were not reachable (0: nothing was changed). Never asks libvirt.
+    """
+    from .backends import select_backend
+
+    with state.locked(paths):
+        records = [r for r in load_records(paths) if r.status == state.LIVE]
+        broken = 0
+        for name in sorted({r.backend for r in records}):
+            backend = select_backend(name)
+            plans = [r.plan for r in records if r.backend == name]
+            missing = {p.uuid for p in plans} - backend.live()
+            if missing:
+                backend.apply(backend.rebuild(plans))
+                broken += len(missing)
+    return broken

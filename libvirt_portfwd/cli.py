@@ -21,6 +21,16 @@ class UsageError(Exception):
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "watch":
+        from .watcher import main as watch_main
+
+        return watch_main(
+            [
+                *(["--config", args.config] if args.config else []),
+                *(["--root", args.root] if args.root else []),
+                *args.rest,
+            ]
+        )
     if args.command == "hook":
         from .hook import main as hook_main
 
@@ -70,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
 
     status = commands.add_parser("status", help="each domain's forwards, guest address, and whether they are live")
     status.set_defaults(run=cmd_status)
+
+    watch = commands.add_parser("watch", help="keep the rules in place when others rebuild the firewall (a service)")
+    watch.add_argument("rest", nargs=argparse.REMAINDER, help="--period SECONDS")
 
     sync = commands.add_parser("sync", help="reconcile the rules with the running domains (after a reboot or flush)")
     sync.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")

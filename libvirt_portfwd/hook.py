@@ -125,3 +125,36 @@ def _uuid_of(xml: bytes) -> str | None:
         return None
     text = xml[start + len(b"<uuid>") : end].strip().decode("ascii", "replace").lower()
     return text if len(text) == 36 and text.count("-") == 4 else None
+
+
+def main_network(argv: list[str], config_path: str | None = None) -> int:
+    """The libvirt network hook: ``<network> <operation> <sub-operation> <extra>``.
+
+    When a network has (re)started, libvirt has put its own firewall rules back on top of ours;
+    put ours back in order. Nothing else, and never a failure (that would fail the network).
+    """
+    os.dup2(2, 1)
+    _read_stdin()
+    if len(argv) < 2 or argv[1] != "started":
+        return 0
+    paths = Paths(config=config_path)
+    if not os.path.exists(paths.index):
+        return 0  # no forward was ever recorded
+    from . import log
+    from .actions import repair
+    from .errors import PortfwdError
+
+    try:
+        repaired = repair(paths)
+    except PortfwdError as exc:
+        log.error(f"network {argv[0]}: {exc}")
+        return 0
+    except Exception as exc:  # a bug: one line, and the traceback to the log
+        import traceback
+
+        log.error(f"network {argv[0]}: internal error: {exc!r}")
+        log.error(traceback.format_exc())
+        return 0
+    if repaired:
+        log.info(f"network {argv[0]} started: forwards of {repaired} domain(s) put back in order")
+    return 0

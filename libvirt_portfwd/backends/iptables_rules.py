@@ -186,8 +186,8 @@ def _spec(rule: str) -> str:
 def live_chains() -> set[str]:
     """Domain chains (names) that packets reach: hook -> dispatch -> chain, with rules, in both tables."""
     live = []
-    for seen in observe_tables().values():
-        if not _top_jumps(seen.hook_rules):
+    for table, seen in observe_tables().items():
+        if not _top_jump_ok(table, seen.hook_rules):
             return set()
         live.append({_target(r) for r in seen.dispatch_rules or ()} & seen.populated)
     return set.intersection(*live)

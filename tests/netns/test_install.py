@@ -18,6 +18,7 @@ from tests.netns.conftest import domain_xml, port_forward, portfwd_metadata
 pytestmark = pytest.mark.netns
 
 HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
+NETWORK_HOOK = Path("/etc/libvirt/hooks/network.d/libvirt-portfwd")
 CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
 PREFIX = Path("/opt/libvirt-portfwd")
 SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
@@ -65,6 +66,7 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
     assert first.returncode == 0, first.stderr
     assert HOOK.read_text().startswith(f"#!{PREFIX}/venv/bin/python3 -I\n")
     assert f"CONFIG = '{CONFIG}'" in HOOK.read_text()
+    assert NETWORK_HOOK.read_text().startswith(f"#!{PREFIX}/venv/bin/python3 -I\n") and os.access(NETWORK_HOOK, os.X_OK)
     assert os.access(HOOK, os.X_OK) and CONFIG.is_file() and SYSCTL.is_file() and CLI.is_symlink()
     assert sysctl(ns) == "1" and sysctl(None) == root_forwarding  # only the namespace changed
 
@@ -113,6 +115,7 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
     assert removed.returncode == 0, removed.stderr
     assert "kept your edited config" in removed.stdout
     assert not HOOK.exists() and not PREFIX.exists() and not SYSCTL.exists() and not CLI.exists()
+    assert not NETWORK_HOOK.exists()
 
 
 def test_install_never_overwrites_a_hook_it_did_not_write(ns: str) -> None:

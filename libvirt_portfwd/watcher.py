@@ -1,0 +1,73 @@
+"""The watcher: puts our rules back when someone else rebuilt the firewall.
+
+No libvirt hook fires after libvirtd reloads its firewall on SIGHUP, nor after a firewalld
+reload, and an admin may flush anything at any time. The watcher follows every ruleset change
+(``nft monitor``; iptables-nft changes are nftables changes too), waits for the burst to end,
+and checks that every recorded live forward is reachable (our rules in place, our accept
+above libvirt's reject). Only if not, it rebuilds our rules from the records, under the lock.
+Our own repairs show up as changes too, and then find everything in place: no loop. A
+periodic check covers changes it cannot see (iptables-legacy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import selectors
+import subprocess
+import sys
+import time
+
+from . import log
+from .errors import PortfwdError
+from .paths import Paths
+
+QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
+PERIOD = 30.0  # check this often even when nothing was seen
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="libvirt-portfwd watch", description=__doc__)
+    parser.add_argument("--config")
+    parser.add_argument("--root", help="prefix for every system path (testing)")
+    parser.add_argument("--period", type=float, default=PERIOD, help=f"seconds between checks (default {PERIOD})")
+    args = parser.parse_args(argv)
+    try:
+        watch(Paths(root=args.root, config=args.config), args.period)
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+def watch(paths: Paths, period: float) -> None:
+    from .actions import repair
+
+    log.info("watcher started")
+    repair(paths)
+    monitor = subprocess.Popen(
+        ["nft", "monitor", "ruleset"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
+    )
+    assert monitor.stdout is not None
+    selector = selectors.DefaultSelector()
+    selector.register(monitor.stdout, selectors.EVENT_READ)
+    due = time.monotonic() + period
+    changed = False
+    while True:
+        timeout = QUIET if changed else max(0.0, due - time.monotonic())
+        if selector.select(timeout):
+            if not monitor.stdout.readline():
+                raise PortfwdError("watcher stopped", "nft monitor exited")
+            changed = True
+            continue
+        changed = False
+        due = time.monotonic() + period
+        try:
+            repaired = repair(paths)
+        except PortfwdError as exc:
+            log.error(str(exc))
+            continue
+        if repaired:
+            log.info(f"watcher: forwards of {repaired} domain(s) were not reachable; rules rebuilt")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
