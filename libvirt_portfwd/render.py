@@ -39,7 +39,9 @@ def environment() -> jinja2.Environment:
         # (jinja2's per-user cache directory, created private, under the temp dir)
         bytecode_cache=jinja2.FileSystemBytecodeCache(),
     )
-    env.filters.update(chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports)
+    env.filters.update(
+        chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports, quote=quote
+    )
     env.globals.update(
         dispatch=names.DISPATCH_CHAIN,
         project_tag=names.tag(),
@@ -60,6 +62,13 @@ def gate_rule() -> str:
     from .backends.nftables_rules import GATE
 
     return GATE
+
+
+def quote(text: str) -> str:
+    """An nft string literal (interface names are validated before; quoting stays here)."""
+    if '"' in text or "\\" in text:
+        raise ValueError(f"cannot quote {text!r} for nft")
+    return f'"{text}"'
 
 
 def format_ports(start: int, end: int) -> str:

@@ -42,6 +42,7 @@ class DomainRules:
     chain: str
     entries: tuple[Entry, ...]
     restricted: tuple[Forward, ...]
+    bridges: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -86,7 +87,8 @@ def domain_rules(plan: Plan) -> DomainRules:
             key = str(port) if any_address else f"{forward.address} . {port}"
             value = f"{forward.guest} . {forward.guest_port + port - forward.start}"
             entries.append(Entry(f"dnat_{forward.proto}{'_any' if any_address else ''}", key, value, plan.uuid))
-    return DomainRules(plan.uuid, chain, tuple(entries), tuple(restricted))
+    bridges = tuple(sorted({f.bridge for f in plan.forwards}))
+    return DomainRules(plan.uuid, chain, tuple(entries), tuple(restricted), bridges)
 
 
 def render_change(plan: Plan, gate: Gate, previous: str = "") -> str:

@@ -98,6 +98,7 @@ class Lab:
         self.root = tmp / "root"
         self.servers: list[subprocess.Popen[str]] = []
         self.reservations: dict[str, str] = {}
+        self.extra_namespaces: list[str] = []
 
     # -- setup -------------------------------------------------------------------------------
     def create(self) -> None:
@@ -121,6 +122,10 @@ class Lab:
         self.ip(c, "link", "set", "eth0", "up")
         self.ip(c, "route", "add", "192.168.122.0/24", "via", HOST_ADDRESS)
         self.exec(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        # as on a libvirt host without br_netfilter: bridged frames do not pass through iptables
+        # (where it is loaded, hairpin replies would be un-NATed on the bridge and hide a bug)
+        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
+            self.exec(h, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
         if self.kind == "iptables":
             self.exec(h, "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
         else:
@@ -135,8 +140,21 @@ class Lab:
             proc.kill()
             proc.wait()
         shutil.rmtree(self.root, ignore_errors=True)  # any waiter sees its record gone and exits
-        for ns in (self.host, self.guest, self.client):
+        for ns in (self.host, self.guest, self.client, *self.extra_namespaces):
             sh("ip", "netns", "del", ns, check=False)
+
+    def add_neighbour(self, address: str = "192.168.122.179", mac: str = "52:54:00:aa:bb:dd") -> str:
+        """Another guest on the same bridge (a namespace; nothing served): returns its namespace."""
+        ns = f"{self.guest}-2"
+        sh("ip", "netns", "add", ns)
+        self.extra_namespaces.append(ns)
+        self.ip(ns, "link", "set", "lo", "up")
+        self.ip(self.host, "link", "add", "vnet1", "type", "veth", "peer", "name", "eth0", "netns", ns)
+        self.ip(self.host, "link", "set", "vnet1", "master", "virbr0", "up")
+        self.ip(ns, "link", "set", "eth0", "address", mac, "up")
+        self.ip(ns, "addr", "add", f"{address}/24", "dev", "eth0")
+        self.ip(ns, "route", "add", "default", "via", "192.168.122.1")
+        return ns
 
     def start_guest_service(self, name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> None:
         proc = subprocess.Popen(
@@ -220,10 +238,12 @@ class Lab:
             assert proc.returncode == 0, proc.stderr
         return proc
 
-    def probe(self, proto: str, port: int, address: str = HOST_ADDRESS, timeout: float = 2.0) -> str:
-        """What the client gets back from address:port ("ERROR ..." when nothing answered)."""
+    def probe(
+        self, proto: str, port: int, address: str = HOST_ADDRESS, timeout: float = 2.0, ns: str | None = None
+    ) -> str:
+        """What the client (or ``ns``) gets back from address:port ("ERROR ..." when nothing answered)."""
         return self.exec(
-            self.client, PYTHON, str(DATA / "client_probe.py"), proto, address, str(port), str(timeout)
+            ns or self.client, PYTHON, str(DATA / "client_probe.py"), proto, address, str(port), str(timeout)
         ).strip()
 
     def wait_for(self, proto: str, port: int, expected: str, within: float) -> float:
