@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from libvirt_portfwd.actions import Prepared, prepare
 from libvirt_portfwd import names
+from libvirt_portfwd.actions import Prepared, prepare
 from libvirt_portfwd.backends import nftables_rules
 from libvirt_portfwd.backends.iptables_rules import Observed, render_change, render_rebuild
 from libvirt_portfwd.errors import PROG, PortfwdError

@@ -184,7 +184,7 @@ def test_twenty_vms_started_concurrently(lab: Lab) -> None:
         assert len([line for line in rules.splitlines() if line.startswith("-A PORTFWD ")]) == 40  # nat + filter
         assert len([line for line in rules.splitlines() if line.startswith("-A PREROUTING") and "PORTFWD" in line]) == 1
     else:
-        assert rules.count('libvirt-portfwd"') == 3  # the gate and our two hook rules, once each
+        assert rules.count('libvirt-portfwd"') == 4  # the gate and our three hook rules, once each
     assert lab.probe("tcp", 30007, address=HOST_ADDRESS).startswith("ERROR")  # no guest there: proves nothing
     assert lab.probe("tcp", 20443).startswith("ERROR")
     procs = [
