@@ -21,10 +21,10 @@ from .config import Config, load_config
 from .domain import Domain, parse_domain
 from .errors import FirewallError, PortfwdError
 from .leases import lease_path, load_leases
-from .network import load_networks
+from .network import Network, load_networks
 from .paths import Paths
-from .plan import Plan, build_plan, collect_specs, find_conflicts
-from .records import Record, claims_of, load_record, load_records, save_record
+from .plan import ClaimIndex, Plan, build_plan, collect_specs
+from .records import Record, encode, load_record, load_records, save_record
 from .teardown import remove
 
 TYPE_CHECKING = False
@@ -39,16 +39,29 @@ class Prepared:
     plan: Plan
 
 
-def prepare(xml: bytes, paths: Paths, where: str = "domain XML") -> Prepared:
+@dataclass(frozen=True)
+class Host:
+    """What every domain's plan is resolved against: the config, libvirt's networks, the leases."""
+
+    config: Config
+    networks: dict[str, Network]
+    leases: Callable[[str], dict[str, IPv4Address]]
+
+
+def read_host(paths: Paths) -> Host:
+    return Host(load_config(paths.config, paths.config_cache), load_networks(paths.network_dir), lease_lookup(paths))
+
+
+def prepare(xml: bytes, paths: Paths, where: str = "domain XML", host: Host | None = None) -> Prepared:
     """Parse, validate and resolve; no side effects. Raises PortfwdError naming the domain."""
     domain = parse_domain(xml, where)
     try:
-        config = load_config(paths.config, paths.config_cache)
-        specs = collect_specs(domain, config)
-        plan = build_plan(domain, specs, config, load_networks(paths.network_dir), lease_lookup(paths))
+        host = host or read_host(paths)
+        specs = collect_specs(domain, host.config)
+        plan = build_plan(domain, specs, host.config, host.networks, host.leases)
     except PortfwdError as exc:
         raise exc.for_domain(domain.name) from None
-    return Prepared(domain, config, plan)
+    return Prepared(domain, host.config, plan)
 
 
 def lease_lookup(paths: Paths) -> Callable[[str], dict[str, IPv4Address]]:
@@ -120,19 +133,22 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
     errors: list[PortfwdError] = []
     waiting: list[tuple[str, str]] = []
     with state.locked(paths):
-        config = load_config(paths.config, paths.config_cache)
-        backend = select_backend(config.backend, paths.network_dir)
+        host = read_host(paths)
+        backend = select_backend(host.config.backend, paths.network_dir)
         old = {r.uuid: r for r in load_records(paths)}
         records: list[Record] = []
+        claims = ClaimIndex()
         for uuid, xml in sorted(running.items()):
             try:
-                plan = prepare(xml, paths).plan
-                find_conflicts(plan, [(r.name, r.uuid, r.claims) for r in records])
+                plan = prepare(xml, paths, host=host).plan
+                claims.check(plan)
             except PortfwdError as exc:
                 errors.append(exc)
                 if uuid in old and old[uuid].status == state.LIVE:
                     records.append(old[uuid])
+                    claims.add_plan(old[uuid].plan)
                 continue
+            claims.add_plan(plan)
             if not plan.forwards:
                 continue
             record = Record.from_plan(plan, backend.name, state.LIVE)
@@ -147,9 +163,7 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
         for record in records:
             if record.status == state.LIVE:
                 record.backend, record.teardown = backend.name, backend.removal(record.plan)
-            save_record(paths, record)
-        for uuid in set(old) - {r.uuid for r in records}:
-            state.delete(paths, uuid)
+        state.replace_all(paths, {r.uuid: encode(r) for r in records})
     for uuid, token in waiting:
         start_waiter(paths, uuid, token)
     removed = len(set(old) - {r.uuid for r in records})
@@ -213,7 +227,11 @@ def _commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Dat
 
 
 def _check_conflicts(plan: Plan, index: dict[str, state.Data]) -> None:
-    find_conflicts(plan, [(e["name"], uuid, claims_of(e)) for uuid, e in index.items() if uuid != plan.uuid])
+    claims = ClaimIndex()
+    for uuid, entry in index.items():
+        if uuid != plan.uuid:
+            claims.add_raw(entry["name"], uuid, entry.get("claims") or ())
+    claims.check(plan)
 
 
 def _waiting_record(plan: Plan, xml: bytes) -> Record:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from ipaddress import IPv4Address, IPv4Network
 
 from . import state
@@ -54,18 +54,34 @@ def claims_of(entry: state.Data) -> list[Claim]:
 
 
 def encode(record: Record) -> state.Data:
-    data = asdict(record)
-    data["forwards"] = [
-        {
-            **asdict(f),
-            "address": str(f.address) if f.address else None,
-            "guest": str(f.guest) if f.guest else None,
-            "sources": [str(s) for s in f.sources],
-        }
-        for f in record.forwards
-    ]
-    data["claims"] = [[c.proto, str(c.address) if c.address else None, c.start, c.end] for c in record.claims]
-    return data
+    """JSON data (field by field: dataclasses.asdict is slow where sync encodes 1,000 records)."""
+    return {
+        "uuid": record.uuid,
+        "name": record.name,
+        "backend": record.backend,
+        "status": record.status,
+        "forwards": [
+            {
+                "proto": f.proto,
+                "address": str(f.address) if f.address else None,
+                "dev": f.dev,
+                "sources": [str(s) for s in f.sources],
+                "start": f.start,
+                "end": f.end,
+                "guest_port": f.guest_port,
+                "mac": f.mac,
+                "bridge": f.bridge,
+                "guest": str(f.guest) if f.guest else None,
+                "where": f.where,
+            }
+            for f in record.forwards
+        ],
+        "token": record.token,
+        "xml": record.xml,
+        "waiting_macs": list(record.waiting_macs),
+        "teardown": dict(record.teardown),
+        "claims": [[c.proto, str(c.address) if c.address else None, c.start, c.end] for c in record.claims],
+    }
 
 
 def decode(data: state.Data) -> Record:
@@ -80,5 +96,5 @@ def decode(data: state.Data) -> Record:
         )
         for f in data["forwards"]
     ]
-    fields = {k: v for k, v in data.items() if k in Record.__dataclass_fields__}
-    return Record(**{**fields, "forwards": forwards})
+    known = {f.name for f in fields(Record)}
+    return Record(**{**{k: v for k, v in data.items() if k in known}, "forwards": forwards})

@@ -58,6 +58,15 @@ def write(paths: Paths, uuid: str, data: Data) -> None:
     _write_json(paths.index, index)
 
 
+def replace_all(paths: Paths, records: dict[str, Data]) -> None:
+    """Exactly these records and no others (sync), the index written once."""
+    for uuid in set(uuids(paths)) - set(records):
+        os.unlink(paths.record(uuid))
+    for uuid, data in records.items():
+        _write_json(paths.record(uuid), data)
+    _write_json(paths.index, {uuid: {key: data[key] for key in INDEX_KEYS} for uuid, data in records.items()})
+
+
 def delete(paths: Paths, uuid: str) -> None:
     if os.path.exists(paths.record(uuid)):
         os.unlink(paths.record(uuid))
@@ -111,5 +120,5 @@ def _write_json(path: str, data: object) -> None:
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
     with open(tmp, "w", encoding="utf-8") as handle:
-        json.dump(data, handle, indent=1, sort_keys=True)
+        handle.write(json.dumps(data, separators=(",", ":")))
     os.replace(tmp, path)

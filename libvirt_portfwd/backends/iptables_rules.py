@@ -13,6 +13,7 @@ big the ruleset is) and writes one domain chain, so its cost does not grow with 
 import itertools
 import shlex
 from dataclasses import dataclass, field
+from functools import cache
 
 from .. import names
 from ..errors import FirewallError
@@ -127,7 +128,27 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
 
 
 def render_removals(uuid: str) -> dict[str, str]:
-    """The removal against the firewall as render_change() leaves it: our rules there, once."""
+    """The removal against the firewall as render_change() leaves it: our rules there, once.
+
+    It depends on nothing but the UUID, so it is rendered once for a stand-in UUID and the
+    UUID-derived names are put in (sync prerenders it for every running domain).
+    """
+    pattern = _removal_pattern()
+    chain, tag = names.domain_chain(uuid), names.tag(uuid)
+    return {k: v.replace(STANDIN_CHAIN, chain).replace(STANDIN_TAG, tag) for k, v in pattern.items()}
+
+
+STANDIN = "00000000-0000-4000-8000-000000000000"
+STANDIN_CHAIN = names.domain_chain(STANDIN)
+STANDIN_TAG = names.tag(STANDIN)
+
+
+@cache
+def _removal_pattern() -> dict[str, str]:
+    return _render_removals(STANDIN)
+
+
+def _render_removals(uuid: str) -> dict[str, str]:
     chain = names.domain_chain(uuid)
     jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
     after = {
