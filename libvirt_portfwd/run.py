@@ -8,6 +8,11 @@ from .errors import FirewallError
 ENV = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
 
 
+def on_path(command: str) -> bool:
+    """Whether ``command`` is an executable on the PATH our commands run with."""
+    return any(os.access(os.path.join(d, command), os.X_OK) for d in ENV["PATH"].split(":") if d)
+
+
 def run(argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> str:
     """Run ``argv``; return stdout or raise FirewallError with the exit code and stderr."""
     try:

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
-
 from ..errors import PortfwdError
-from ..run import ENV
+from ..run import on_path
 
 TYPE_CHECKING = False  # typing is not imported at run time: the hook's stop path imports this
 if TYPE_CHECKING:
@@ -79,15 +77,11 @@ def _host_default() -> tuple[str, str]:
     """No libvirt network says: what the iptables command drives (legacy xtables or nf_tables)."""
     from ..run import run_all
 
-    if not _on_path("iptables"):
+    if not on_path("iptables"):
         return "nftables", "auto: no iptables command, nft drives the firewall"
     [(code, out, _)] = run_all([["iptables", "-V"]])
     if code == 0 and "legacy" in out:
         return "iptables", "auto: iptables drives the legacy xtables firewall"
-    if _on_path("nft"):
+    if on_path("nft"):
         return "nftables", "auto: iptables drives nf_tables, so nft rules are native here"
     return "iptables", "auto: iptables drives nf_tables and nft is not installed"
-
-
-def _on_path(command: str) -> bool:
-    return any(os.access(os.path.join(d, command), os.X_OK) for d in ENV["PATH"].split(":") if d)

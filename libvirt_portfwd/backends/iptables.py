@@ -9,9 +9,7 @@ the firewall and rendering live in iptables_rules, imported when they are needed
 
 from __future__ import annotations
 
-import os
-
-from ..run import ENV, run
+from ..run import on_path, run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -24,7 +22,7 @@ class IptablesBackend:
     name = "iptables"
 
     def available(self) -> bool:
-        return any(os.access(os.path.join(d, RESTORE[0]), os.X_OK) for d in ENV["PATH"].split(":") if d)
+        return on_path(RESTORE[0])
 
     def change(self, plan: Plan, others: int, previous: str = "") -> str:
         """The domain's chain is rewritten whole, so ``previous`` is not needed."""

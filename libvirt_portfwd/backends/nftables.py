@@ -6,9 +6,7 @@ the firewall and rendering live in nftables_rules, imported when they are needed
 
 from __future__ import annotations
 
-import os
-
-from ..run import ENV, run
+from ..run import on_path, run
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -21,7 +19,7 @@ class NftablesBackend:
     name = "nftables"
 
     def available(self) -> bool:
-        return any(os.access(os.path.join(d, "nft"), os.X_OK) for d in ENV["PATH"].split(":") if d)
+        return on_path("nft")
 
     def change(self, plan: Plan, others: int, previous: str = "") -> str:
         from .nftables_rules import observe_gate, render_change
