@@ -221,7 +221,7 @@ def _commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Dat
         raise exc.for_domain(plan.name) from None
     record = Record.from_plan(plan, backend.name, state.LIVE)
     record.teardown = backend.removal(plan)
-    save_record(paths, record)
+    save_record(paths, record, index)
     for forward in plan.forwards:
         log.info(f"{plan.name}: forward {forward.claim} -> {forward.guest}:{forward.guest_port} live ({backend.name})")
 

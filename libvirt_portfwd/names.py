@@ -1,6 +1,7 @@
 """Every firewall object name and its limits, derived from the domain UUID (never its name)."""
 
 import base64
+from functools import cache
 
 PROJECT = "libvirt-portfwd"
 BASE32 = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567")
@@ -15,6 +16,7 @@ DOMAIN_CHAIN_PREFIX = "PF"
 IPTABLES_CHAIN_MAX = 28  # iptables: chain names up to 28 characters (XT_EXTENSION_MAXNAMELEN - 1 - 2)
 
 
+@cache
 def domain_chain(uuid: str) -> str:
     """``PF`` + the whole UUID in base32 (26 characters): unique, and exactly 28 characters.
 

@@ -6,6 +6,7 @@ a libvirt network, and an explicit guest address must lie inside that network's 
 
 from collections.abc import Callable, Iterable
 from ipaddress import IPv4Address
+from typing import Any
 
 from .config import Config
 from .domain import Domain, Interface
@@ -113,37 +114,54 @@ def _cut(r: PortRange, ex: PortRange) -> list[PortRange]:
     return out
 
 
+Held = tuple[str, str, str, str | None, int, int]  # name, uuid, proto, address or None, start, end
+
+
 class ClaimIndex:
     """Host ports claimed by domains, by protocol and port: a check costs what the plan claims,
-    not what the host holds (1,000 domains hold 10,000 claims)."""
+    not what the host holds (1,000 domains hold 10,000 claims). Entries stay plain tuples, as
+    the state index stores them: building objects for 10,000 claims would cost more than the
+    check."""
 
     WIDE = 1024  # claims of more ports than this are kept in a list and compared one by one
 
     def __init__(self) -> None:
-        self.ports: dict[tuple[str, int], list[tuple[str, str, Claim]]] = {}
-        self.wide: list[tuple[str, str, Claim]] = []
+        self.ports: dict[tuple[str, int], list[Held]] = {}
+        self.wide: list[Held] = []
 
-    def add(self, name: str, uuid: str, claim: Claim) -> None:
-        entry = (name, uuid, claim)
-        if claim.end - claim.start >= self.WIDE:
+    def add(self, name: str, uuid: str, proto: str, address: str | None, start: int, end: int) -> None:
+        entry = (name, uuid, proto, address, start, end)
+        if end - start >= self.WIDE:
             self.wide.append(entry)
             return
-        for port in range(claim.start, claim.end + 1):
-            self.ports.setdefault((claim.proto, port), []).append(entry)
+        for port in range(start, end + 1):
+            self.ports.setdefault((proto, port), []).append(entry)
 
-    def add_raw(self, name: str, uuid: str, raw: Iterable[list[object]]) -> None:
+    def add_raw(self, name: str, uuid: str, raw: Iterable[list[Any]]) -> None:
         """Claims as the state index stores them: [proto, address or None, start, end]."""
         for proto, address, start, end in raw:
-            self.add(name, uuid, Claim(str(proto), IPv4Address(address) if address else None, int(start), int(end)))  # type: ignore[call-overload]
+            self.add(name, uuid, proto, address, start, end)
 
-    def holder(self, claim: Claim, uuid: str) -> tuple[str, str, Claim] | None:
-        """Who else (name, uuid, their claim) holds part of ``claim``, if anyone."""
+    def add_plan(self, plan: Plan) -> None:
+        for c in plan.claims:
+            self.add(plan.name, plan.uuid, c.proto, str(c.address) if c.address else None, c.start, c.end)
+
+    def holder(self, claim: Claim, uuid: str) -> Held | None:
+        """Who else holds part of ``claim``, if anyone."""
         if claim.end - claim.start >= self.WIDE:
-            candidates: Iterable[tuple[str, str, Claim]] = (e for es in self.ports.values() for e in es)
+            candidates: Iterable[Held] = (e for es in self.ports.values() for e in es)
         else:
             candidates = (e for p in range(claim.start, claim.end + 1) for e in self.ports.get((claim.proto, p), ()))
+        address = str(claim.address) if claim.address else None
         for entry in (*candidates, *self.wide):
-            if entry[1] != uuid and claim.collides(entry[2]):
+            _, other_uuid, proto, other_address, start, end = entry
+            if (
+                other_uuid != uuid
+                and proto == claim.proto
+                and start <= claim.end
+                and claim.start <= end
+                and (address is None or other_address is None or address == other_address)
+            ):
                 return entry
         return None
 
@@ -152,25 +170,22 @@ class ClaimIndex:
         for forward in plan.forwards:
             held = self.holder(forward.claim, plan.uuid)
             if held is not None:
-                name, uuid, claim = held
+                name, uuid, proto, address, start, end = held
+                theirs = Claim(proto, IPv4Address(address) if address else None, start, end)
                 raise ConflictError(
                     "host port conflict",
-                    f"{forward.claim} is already forwarded to domain {name} ({uuid}, {claim})",
+                    f"{forward.claim} is already forwarded to domain {name} ({uuid}, {theirs})",
                     where=forward.where,
                     domain=plan.name,
                 )
-
-    def add_plan(self, plan: Plan) -> None:
-        for claim in plan.claims:
-            self.add(plan.name, plan.uuid, claim)
 
 
 def find_conflicts(plan: Plan, others: Iterable[tuple[str, str, Iterable[Claim]]]) -> None:
     """Raise ConflictError if the plan claims what another domain (name, uuid, claims) holds."""
     index = ClaimIndex()
     for name, uuid, claims in others:
-        for claim in claims:
-            index.add(name, uuid, claim)
+        for c in claims:
+            index.add(name, uuid, c.proto, str(c.address) if c.address else None, c.start, c.end)
     index.check(plan)
 
 

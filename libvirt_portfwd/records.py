@@ -44,8 +44,8 @@ def load_records(paths: Paths) -> list[Record]:
     return [r for r in (load_record(paths, uuid) for uuid in state.uuids(paths)) if r is not None]
 
 
-def save_record(paths: Paths, record: Record) -> None:
-    state.write(paths, record.uuid, encode(record))
+def save_record(paths: Paths, record: Record, index: dict[str, state.Data] | None = None) -> None:
+    state.write(paths, record.uuid, encode(record), index)
 
 
 def claims_of(entry: state.Data) -> list[Claim]:

@@ -50,10 +50,10 @@ def uuids(paths: Paths) -> list[str]:
     return sorted(name[: -len(".json")] for name in names if name.endswith(".json"))
 
 
-def write(paths: Paths, uuid: str, data: Data) -> None:
-    """Write the record, then its index entry (under the lock)."""
+def write(paths: Paths, uuid: str, data: Data, index: dict[str, Data] | None = None) -> None:
+    """Write the record, then its index entry (under the lock; ``index``: as just read)."""
     _write_json(paths.record(uuid), data)
-    index = read_index(paths)
+    index = read_index(paths) if index is None else index
     index[uuid] = {key: data[key] for key in INDEX_KEYS}
     _write_json(paths.index, index)
 
@@ -67,10 +67,10 @@ def replace_all(paths: Paths, records: dict[str, Data]) -> None:
     _write_json(paths.index, {uuid: {key: data[key] for key in INDEX_KEYS} for uuid, data in records.items()})
 
 
-def delete(paths: Paths, uuid: str) -> None:
+def delete(paths: Paths, uuid: str, index: dict[str, Data] | None = None) -> None:
     if os.path.exists(paths.record(uuid)):
         os.unlink(paths.record(uuid))
-    index = read_index(paths)
+    index = read_index(paths) if index is None else index
     if index.pop(uuid, None) is not None:
         _write_json(paths.index, index)
 

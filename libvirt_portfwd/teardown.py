@@ -19,8 +19,8 @@ def remove(uuid: str, paths: Paths, name: str = "") -> str:
         if data is None:
             return "nothing recorded"
         name = data.get("name") or name
+        index = state.read_index(paths)
         if data.get("status") == state.LIVE:
-            index = state.read_index(paths)
             others = sum(
                 1
                 for u, e in index.items()
@@ -30,7 +30,7 @@ def remove(uuid: str, paths: Paths, name: str = "") -> str:
                 _remove_rules(uuid, data, others, paths)
             except PortfwdError as exc:
                 raise exc.for_domain(name) from None
-        state.delete(paths, uuid)
+        state.delete(paths, uuid, index)
     log.info(f"{name}: forwards removed ({len(data.get('forwards') or ())} recorded)")
     return "removed"
 
