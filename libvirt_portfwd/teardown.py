@@ -43,8 +43,7 @@ def remove_all(paths: Paths) -> int:
         uuids = state.uuids(paths)
         for backend in available_backends():
             backend.apply(backend.rebuild([]))
-        for uuid in uuids:
-            state.delete(paths, uuid)
+        state.replace_all(paths, {})
     log.info(f"removed every forward ({len(uuids)} domain(s))")
     return len(uuids)
 

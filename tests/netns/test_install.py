@@ -81,6 +81,10 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
     )
     assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
 
+    # every template is installed (the installed package renders from these, not the checkout)
+    installed = PREFIX / "venv" / "share" / "libvirt-portfwd" / "templates"
+    assert sorted(p.name for p in installed.iterdir()) == sorted(p.name for p in (REPO / "templates").iterdir())
+
     # the installed CLI finds its templates the same way the checkout does
     (tmp_path / "run/libvirt/network").mkdir(parents=True)
     (tmp_path / "run/libvirt/network/default.xml").write_text(
