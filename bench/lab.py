@@ -6,12 +6,14 @@ and the directory. Nothing touches the root namespace's firewall, routes or inte
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +67,7 @@ class Lab:
         self.python = ""
         self.namespaces: list[str] = []
         self.servers: list[subprocess.Popen[str]] = []
+        self.warnings: list[str] = []
 
     # -- the code under test ------------------------------------------------------------------
     def snapshot(self, ref: str | None) -> str:
@@ -80,13 +83,14 @@ class Lab:
                     shutil.copy2(src, dst)
             return "work tree"
         # git archive only reads objects: the index and the work tree stay as they are
+        commit = sh("git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
         tar = subprocess.run(
-            ["git", "-C", str(REPO), "archive", "--format=tar", ref, "--", *SNAPSHOT_PATHS],
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "--", *SNAPSHOT_PATHS],
             capture_output=True,
             check=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(self.source)], input=tar, check=True)
-        return f"git {ref}"
+        return f"git {ref} = {commit}"
 
     def build_venv(self, venv: Path | None) -> None:
         """A non-editable install from Debian's /usr/bin/python3, as install.sh makes it."""
@@ -104,6 +108,24 @@ class Lab:
         except BenchError:
             sh(*pip, str(self.source), timeout=600)
         self.python = str(venv / "bin" / "python3")
+        self.check_templates(venv)
+
+    def check_templates(self, venv: Path) -> None:
+        """Every template of the checkout must be installed; a missing one is a packaging bug.
+
+        It is reported (and kept in results.json) and copied in, so that the rest can be measured.
+        """
+        installed = venv / "share" / "libvirt-portfwd" / "templates"
+        for template in sorted((self.source / "templates").glob("*.j2")):
+            if not (installed / template.name).exists():
+                warning = (
+                    f"packaging bug: templates/{template.name} is not installed by a non-editable install "
+                    f"(setup.cfg [options.data_files]); the benchmark copies it into {installed}"
+                )
+                log(f"WARNING: {warning}")
+                self.warnings.append(warning)
+                installed.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(template, installed / template.name)
 
     # -- namespaces ---------------------------------------------------------------------------
     def create(self) -> None:
@@ -194,7 +216,22 @@ class Lab:
         path.write_text(json.dumps(asdict(self.info(description)), indent=1))
 
     # -- cleanup ------------------------------------------------------------------------------
+    def jinja2_cache_files(self) -> list[Path]:
+        """The compiled templates our hook runs left in jinja2's per-user cache in /tmp.
+
+        The package keeps them in jinja2's default FileSystemBytecodeCache, keyed by
+        sha1("<name>|<template path>"): a temporary venv leaves entries nobody will use again.
+        """
+        templates = Path(self.python).parent.parent / "share" / "libvirt-portfwd" / "templates"
+        cache = Path(tempfile.gettempdir()) / f"_jinja2-cache-{os.getuid()}"
+        if not self.python or not str(templates).startswith(str(self.workdir)):
+            return []  # not our venv (--venv): its cache entries stay useful
+        keys = [hashlib.sha1(f"{t.name}|{t}".encode()).hexdigest() for t in sorted(templates.glob("*.j2"))]
+        return [cache / f"__jinja2_{key}.cache" for key in keys]
+
     def destroy(self) -> None:
+        for path in self.jinja2_cache_files():
+            path.unlink(missing_ok=True)
         for proc in self.servers:
             proc.kill()
             proc.wait()

@@ -6,6 +6,7 @@ cProfile's wall-clock timer also counts the time spent waiting for iptables proc
 
 import pstats
 import re
+import statistics
 import subprocess
 import time
 from collections import defaultdict
@@ -18,6 +19,21 @@ if TYPE_CHECKING:
     from measure import Host
 
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
+IMPORTS = {
+    "jinja2": "import jinja2",
+    "lxml.etree": "import lxml.etree",
+    "xml.etree.ElementTree (stdlib)": "import xml.etree.ElementTree",
+    "yaml": "import yaml",
+    "dataclasses": "import dataclasses",
+    "json": "import json",
+    "subprocess": "import subprocess",
+    "ipaddress": "import ipaddress",
+    "libvirt_portfwd.render (jinja2)": "import libvirt_portfwd.render",
+    "libvirt_portfwd.domain (lxml)": "import libvirt_portfwd.domain",
+    "libvirt_portfwd.actions (started's imports)": "import libvirt_portfwd.actions",
+    "libvirt_portfwd.actions + render": "import libvirt_portfwd.actions, libvirt_portfwd.render",
+    "libvirt_portfwd.teardown (stopped's imports)": "import libvirt_portfwd.teardown",
+}
 BOOTSTRAP = ("<frozen importlib", "~:0(<built-in method builtins.exec>)", "~:0(<built-in method builtins.__import__>)")
 
 
@@ -35,6 +51,19 @@ def importtime(stderr: str) -> dict[str, Any]:
         modules += 1
     top = sorted(per_package.items(), key=lambda kv: -kv[1])[:15]
     return {"total_ms": round(total, 2), "modules": modules, "top_packages_ms": [[n, round(t, 2)] for n, t in top]}
+
+
+def import_costs(host: "Host", rounds: int) -> dict[str, Any]:
+    """What importing each module adds to ``python -I -c pass`` (ms, medians of fresh processes)."""
+    python = host.info.python
+    samples: dict[str, list[float]] = {"bare": [], **{name: [] for name in IMPORTS}}
+    for _ in range(rounds):
+        samples["bare"].append(host.timed([python, "-I", "-c", "pass"]))
+        for name, code in IMPORTS.items():
+            samples[name].append(host.timed([python, "-I", "-c", code]))
+    bare = statistics.median(samples["bare"]) * 1000
+    added = {name: round(statistics.median(s) * 1000 - bare, 1) for name, s in samples.items() if name != "bare"}
+    return {"import_costs_ms": {"bare_ms": round(bare, 1), "added_ms": added}}
 
 
 def cprofile_top(path: str, limit: int = 30) -> dict[str, list[list[Any]]]:

@@ -30,8 +30,8 @@ def fmt(value: float | None, unit: str) -> str:
 
 def table(rows: list[Row], detail: bool = False) -> str:
     lines = [
-        "| # | measurement | unit | median | min-max | IQR | n |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| # | measurement | unit | median | min-max | IQR | n | CPU |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in sorted(rows, key=lambda r: r["section"]):  # stable: run order within a section
         if bool(r.get("detail")) != detail:
@@ -39,14 +39,17 @@ def table(rows: list[Row], detail: bool = False) -> str:
         unit = r["unit"]
         extra = f" (jump {r['dispatch_position']} in PORTFWD)" if "dispatch_position" in r else ""
         extra += f" ({r['note']})" if "note" in r else ""
+        if r.get("id", "").endswith(".bare") and "load" in r:
+            extra += f" ({r['load']:.2f}x section 1's, attempt(s): {r['attempts']})"
         lines.append(
             f"| {r['section']} | {r['label']}{extra} | {unit} | {fmt(r['median'], unit)} "
-            f"| {fmt(r['min'], unit)}-{fmt(r['max'], unit)} | {fmt(r['q1'], unit)}-{fmt(r['q3'], unit)} | {r['n']} |"
+            f"| {fmt(r['min'], unit)}-{fmt(r['max'], unit)} | {fmt(r['q1'], unit)}-{fmt(r['q3'], unit)} | {r['n']} "
+            f"| {fmt(r.get('cpu'), unit)} |"
         )
         if not detail and r["section"] == "6" and r["id"].endswith(".10000"):
-            lines += [f"| {s} | {what} | | {note} | | | |" for s, what, note in SLOTS if s == "6"]
+            lines += [f"| {s} | {what} | | {note} | | | | |" for s, what, note in SLOTS if s == "6"]
     if not detail:
-        lines += [f"| {s} | {what} | | {note} | | | |" for s, what, note in SLOTS if s == "7"]
+        lines += [f"| {s} | {what} | | {note} | | | | |" for s, what, note in SLOTS if s == "7"]
     return "\n".join(lines)
 
 
@@ -128,10 +131,30 @@ def info_lines(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def profile_lines(profiles: dict[str, Any]) -> str:
+    """The import side of the profiles: what each import adds, and -X importtime totals."""
+    lines = []
+    costs = profiles.get("import_costs_ms")
+    if costs:
+        lines.append(f"Import costs, added to `python -I -c pass` ({costs['bare_ms']} ms):")
+        lines += [f"- {name}: +{added} ms" for name, added in costs["added_ms"].items()]
+    for key, value in profiles.items():
+        if key.startswith("importtime."):
+            top = ", ".join(f"{name} {ms:.1f}" for name, ms in value["top_packages_ms"][:6])
+            lines.append(
+                f"- `-X importtime` {key.split('.', 1)[1]}: {value['modules']} modules, {value['total_ms']:.1f} ms "
+                f"of imports (self time by package: {top})"
+            )
+    return "\n".join(lines)
+
+
 def markdown(results: dict[str, Any]) -> str:
     rows = results["rows"]
     parts = [
         "## Results",
+        "",
+        "Wall-clock figures; CPU: median user + system time of the hook process(es) and the iptables",
+        "processes they waited for (less sensitive to other load on the machine; not to waits in the kernel).",
         "",
         table(rows),
         "",
@@ -144,5 +167,9 @@ def markdown(results: dict[str, Any]) -> str:
         "### Each hook invocation",
         "",
         table(rows, detail=True),
+        "",
+        "### Imports",
+        "",
+        profile_lines(results.get("profiles", {})),
     ]
     return "\n".join(parts) + "\n"

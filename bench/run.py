@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import platform
+import resource
 import shlex
 import shutil
 import subprocess
@@ -61,12 +62,30 @@ def output_of(*argv: str) -> str:
     return (proc.stdout or proc.stderr).strip()
 
 
+def busy_seconds() -> float:
+    """CPU seconds the whole machine spent busy since boot (/proc/stat; steal and softirq included)."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n")[0].split()[1:9]]
+    user, nice, system, _idle, _iowait, irq, softirq, steal = fields
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
+def own_seconds() -> float:
+    """CPU seconds of everything this run waited for (measure.py, the hooks, iptables, ...)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def work_tree_changes() -> list[str]:
+    """``git status --porcelain`` of the benchmarked paths (--no-optional-locks: never writes the index)."""
+    status = output_of("git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--", *SNAPSHOT_PATHS)
+    return status.splitlines()
+
+
 def machine(python: str, source: str) -> dict[str, Any]:
     meminfo = Path("/proc/meminfo").read_text().split("\n")[0].split()
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                 if line.startswith("model name")), "?")  # fmt: skip
     os_release = dict(line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)
-    dirty = output_of("git", "-C", str(REPO), "--no-optional-locks", "status", "--porcelain", "--", *SNAPSHOT_PATHS)
     return {
         "nproc": os.cpu_count(),
         "cpu": cpu,
@@ -79,8 +98,8 @@ def machine(python: str, source: str) -> dict[str, Any]:
         "iptables": output_of("iptables", "--version"),
         "libvirt": output_of(python, "-c", LIBVIRT_VERSION),
         "source": source,
-        "git_head": output_of("git", "-C", str(REPO), "rev-parse", "HEAD"),
-        "work_tree_changes": dirty.splitlines() if source == "work tree" else [],
+        "git_head_at_end": output_of("git", "-C", str(REPO), "rev-parse", "HEAD"),
+        "work_tree_changes": work_tree_changes() if source.startswith("work tree") else [],
     }  # fmt: skip
 
 
@@ -99,10 +118,14 @@ def measure(lab: Lab, source: str, quick: bool) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     begin = time.monotonic()
     load_before = Path("/proc/loadavg").read_text().split()[:3]
+    busy_before, own_before = busy_seconds(), own_seconds()
     workdir = Path(tempfile.mkdtemp(prefix="pfbench-"))
     lab = Lab(workdir)
     try:
         source = lab.snapshot(args.ref)
+        if args.ref is None:
+            head = output_of("git", "-C", str(REPO), "rev-parse", "HEAD")
+            source = f"work tree (HEAD {head[:12]} + {len(work_tree_changes())} changed paths)"
         log(f"installing {source} into a venv from /usr/bin/python3 (non-editable)")
         lab.build_venv(args.venv)
         log(f"namespaces {lab.host}, {lab.guest}, {lab.client}; root {lab.root}")
@@ -111,6 +134,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lab.start_guest_server()
         measured = measure(lab, source, args.quick)
         meta = machine(lab.python, source)
+        meta["warnings"] = lab.warnings
     finally:
         lab.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
@@ -118,6 +142,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     meta["quick"] = args.quick
     meta["wall_seconds"] = round(time.monotonic() - begin, 1)
     meta["loadavg_before_after"] = [load_before, Path("/proc/loadavg").read_text().split()[:3]]
+    others = busy_seconds() - busy_before - (own_seconds() - own_before)
+    meta["others_cpu_seconds"] = round(others, 1)  # the kernel's work for our packets included; can be < 0
+    meta["others_share_of_machine"] = round(others / (meta["wall_seconds"] * (os.cpu_count() or 1)), 3)
     return {"meta": meta, **measured, "targets": report.targets(measured["rows"])}
 
 
@@ -131,7 +158,14 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     args.output.write_text(json.dumps(results, indent=1) + "\n")
     meta = results["meta"]
-    print(f"# libvirt-portfwd benchmark ({meta['source']}, {meta['git_head'][:12]}, {meta['wall_seconds']} s)\n")
+    print(f"# libvirt-portfwd benchmark ({meta['source']}, {meta['wall_seconds']} s)\n")
+    print(
+        f"Other load on the machine during the run: {meta['others_cpu_seconds']} CPU seconds "
+        f"({100 * meta['others_share_of_machine']:.0f}% of its {os.cpu_count()} cores; includes the kernel's "
+        "softirq work for the data path's packets).\n"
+    )
+    for warning in meta["warnings"]:
+        print(f"**Warning:** {warning}\n")
     print(report.markdown(results))
     log(f"wrote {args.output}")
     return 0
