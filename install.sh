@@ -50,25 +50,48 @@ install_venv() {
 }
 
 install_hook() {
-    if [ -e "$HOOK" ] && ! ours "$HOOK"; then
-        die "$HOOK exists and was not written by libvirt-portfwd; not overwriting it"
-    fi
+    local target
+    for target in "$HOOK" "$NETWORK_HOOK"; do
+        if [ -e "$target" ] && ! ours "$target"; then
+            die "$target exists and was not written by libvirt-portfwd; not overwriting it"
+        fi
+    done
     local had_hooks=no
     if [ -n "$(find "$HOOK_DIR" -maxdepth 2 -type f -perm -u+x 2>/dev/null | head -n 1)" ]; then
         had_hooks=yes
     fi
-    mkdir -p "$HOOK_DIR/qemu.d"
-    local tmp
-    tmp=$(mktemp "$HOOK_DIR/qemu.d/.libvirt-portfwd.XXXXXX")
-    sed -e "1s|.*|#!$PREFIX/venv/bin/python3 -I|" \
-        -e "s|^CONFIG = None$|CONFIG = '$CONFIG'|" "$SRC/hooks/qemu" >"$tmp"
-    chmod 0755 "$tmp"
-    mv -f "$tmp" "$HOOK"
-    say "hook installed: $HOOK"
+    write_hook qemu "$HOOK"
+    write_hook network "$NETWORK_HOOK"
     if [ "$had_hooks" = no ]; then
-        say "libvirtd had no hooks before: make it pick this one up with"
+        say "libvirtd had no hooks before: make it pick these up with"
         say "  systemctl restart libvirtd   (or: kill -HUP \$(pidof libvirtd) where systemd does not run)"
     fi
+}
+
+write_hook() {  # write_hook qemu|network TARGET: the hook with our interpreter and config path
+    local tmp
+    mkdir -p "$(dirname "$2")"
+    tmp=$(mktemp "$(dirname "$2")/.libvirt-portfwd.XXXXXX")
+    sed -e "1s|.*|#!$PREFIX/venv/bin/python3 -I|" \
+        -e "s|^CONFIG = None$|CONFIG = '$CONFIG'|" "$SRC/hooks/$1" >"$tmp"
+    chmod 0755 "$tmp"
+    mv -f "$tmp" "$2"
+    say "hook installed: $2"
+}
+
+install_units() {
+    if [ ! -d /run/systemd/system ]; then
+        say "no systemd here: run 'libvirt-portfwd watch' under your init, and 'libvirt-portfwd sync' at boot"
+        return
+    fi
+    local unit
+    for unit in "${UNITS[@]}"; do
+        sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@CONFIG@|$CONFIG|g" "$SRC/systemd/$unit" >"$UNIT_DIR/$unit"
+    done
+    systemctl daemon-reload
+    systemctl enable --quiet "${UNITS[@]}"
+    systemctl restart libvirt-portfwd-watch.service
+    say "services enabled: ${UNITS[*]}"
 }
 
 install_config() {
