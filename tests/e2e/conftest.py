@@ -18,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Generator, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -48,7 +49,7 @@ def in_ci() -> bool:
     return os.environ.get("CI", "").strip().lower() == "true"
 
 
-def unavailable(reason: str) -> None:
+def unavailable(reason: str) -> NoReturn:
     """Skip (print the reason), or fail under CI=true."""
     message = f"e2e lab unavailable: {reason}"
     if in_ci():
@@ -132,13 +133,14 @@ class Labs:
         portfwd = PortfwdLab(workdir=self.factory.mktemp("portfwd-lab"), before_libvirtd=install)
         try:
             portfwd.start()
+            return portfwd
         except (InstallError, LabError) as exc:
-            errors = uninstall(None)  # Lab.start closed the lab (and its namespaces) already
-            detail = f"; cleanup: {'; '.join(errors)}" if errors else ""
-            if isinstance(exc, InstallError):
-                pytest.fail(f"{exc}{detail}", pytrace=False)
-            unavailable(f"lab did not start: {exc}{detail}")
-        return portfwd
+            failure = exc
+        errors = uninstall(None)  # Lab.start closed the lab (and its namespaces) already
+        detail = f"; cleanup: {'; '.join(errors)}" if errors else ""
+        if isinstance(failure, InstallError):
+            pytest.fail(f"{failure}{detail}", pytrace=False)
+        unavailable(f"lab did not start: {failure}{detail}")
 
     def close(self) -> None:
         instance, self.current = self.current, None
@@ -153,6 +155,12 @@ class Labs:
                 except LabError as exc:
                     errors.append(str(exc))
             errors += uninstall(instance.host_ns)
+            try:
+                left = instance.our_rules()  # remove --all must leave nothing of ours in the lab host
+            except LabError as exc:
+                left = [str(exc)]
+            if left:
+                errors.append(f"rules left in {instance.host_ns} after install.sh --uninstall: {left}")
         try:
             instance.close()
         except LabError as exc:
@@ -171,6 +179,9 @@ class Labs:
                     raise LabError(f"the root network namespace changed during the e2e tests: {', '.join(changed)}")
 
 
+_HOLDERS: list[Labs] = []  # the session's holder, for the failure report
+
+
 @pytest.fixture(scope="session")
 def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
     holder = Labs(tmp_path_factory)
@@ -179,9 +190,6 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
         yield holder
     finally:
         holder.finish()
-
-
-_HOLDERS: list[Labs] = []
 
 
 @pytest.fixture

@@ -33,12 +33,18 @@ PIP_OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
 INSTALL_PACKAGES = ("python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev", "iptables", "procps")
 
 HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
+NETWORK_HOOK = Path("/etc/libvirt/hooks/network.d/libvirt-portfwd")
+UNITS = (
+    Path("/etc/systemd/system/libvirt-portfwd-watch.service"),
+    Path("/etc/systemd/system/libvirt-portfwd-sync.service"),
+)
 PREFIX = Path("/opt/libvirt-portfwd")
 CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
 CLI = Path("/usr/local/sbin/libvirt-portfwd")
 SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
 RUN_DIR = Path("/run/libvirt-portfwd")
-INSTALLED_PATHS = (HOOK, PREFIX, CONFIG, CLI, SYSCTL, RUN_DIR)
+SYSTEMD = Path("/run/systemd/system")  # install.sh installs its services where this exists
+INSTALLED_PATHS = (HOOK, NETWORK_HOOK, *UNITS, PREFIX, CONFIG, CLI, SYSCTL, RUN_DIR)
 
 METADATA_URI = "urn:libvirt-portfwd:1"
 OURS = re.compile(r"PORTFWD|libvirt-portfwd|\bPF[A-Z2-7]{26}\b")
@@ -65,10 +71,20 @@ def missing_install_prerequisites() -> list[str]:
     return missing
 
 
+def install_sh(*args: str) -> list[str]:
+    """argv of install.sh. Where systemd runs, install.sh would enable its services, and they
+    run in the root network namespace, not in the lab host: hide /run/systemd from install.sh
+    (a tmpfs over it, in a private mount namespace of its own) so it installs none."""
+    if not SYSTEMD.is_dir():
+        return [str(INSTALL_SH), *args]
+    hide = 'mount -t tmpfs -o size=1m libvirt-portfwd-e2e /run/systemd && exec "$0" "$@"'
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, str(INSTALL_SH), *args]
+
+
 def install(lab: Lab) -> None:
     """``./install.sh`` as an admin runs it, inside the lab host namespace (Lab's before_libvirtd)."""
     began = time.monotonic()
-    result = lab.run_in_host([str(INSTALL_SH)], env=PIP_OFFLINE, cwd=REPO, timeout=600, check=False)
+    result = lab.run_in_host(install_sh(), env=PIP_OFFLINE, cwd=REPO, timeout=600, check=False)
     lab.timings["install.sh"] = time.monotonic() - began
     if result.returncode != 0:
         raise InstallError(f"install.sh failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
@@ -87,9 +103,8 @@ def uninstall(host_ns: str | None) -> list[str]:
     namespace = temp or host_ns
     assert namespace is not None
     try:
-        result = run(
-            ["ip", "netns", "exec", namespace, str(INSTALL_SH), "--uninstall"], check=False, timeout=120, cwd=REPO
-        )
+        result = run(["ip", "netns", "exec", namespace, *install_sh("--uninstall")], check=False, timeout=120, cwd=REPO)
+        print(f"\ninstall.sh --uninstall (in {namespace}):\n{result.stdout}{result.stderr}", end="")
         if result.returncode != 0:
             errors.append(f"install.sh --uninstall: exit {result.returncode}: {result.stderr.strip()}")
     finally:
