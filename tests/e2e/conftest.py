@@ -24,9 +24,9 @@ import pytest
 
 from tests.e2e.portfwd_lab import (
     CONFIG,
+    AlreadyInstalled,
     InstallError,
     PortfwdLab,
-    existing_installation,
     install,
     missing_install_prerequisites,
     uninstall,
@@ -121,22 +121,21 @@ class Labs:
         missing = missing_install_prerequisites()
         if missing:
             unavailable("missing " + ", ".join(missing))
-        present = existing_installation()
-        if present:
-            pytest.fail(
-                "libvirt-portfwd is already installed on this machine (" + ", ".join(map(str, present)) + "): "
-                "the e2e tests install and remove it themselves. Uninstall it first, inside a network "
-                "namespace: ip netns add pfu; ip netns exec pfu ./install.sh --uninstall; ip netns del pfu; "
-                f"rm -f {CONFIG}",
-                pytrace=False,
-            )
         portfwd = PortfwdLab(workdir=self.factory.mktemp("portfwd-lab"), before_libvirtd=install)
         try:
-            portfwd.start()
+            portfwd.start()  # install() checks for an existing installation once it holds the lab lock
             return portfwd
+        except AlreadyInstalled as exc:
+            pytest.fail(
+                f"{exc}: the e2e tests install and remove libvirt-portfwd themselves. Uninstall it first, "
+                "inside a network namespace: ip netns add pfu; ip netns exec pfu ./install.sh --uninstall; "
+                f"ip netns del pfu; rm -f {CONFIG}",
+                pytrace=False,
+            )
         except (InstallError, LabError) as exc:
             failure = exc
-        errors = uninstall(None)  # Lab.start closed the lab (and its namespaces) already
+        # Lab.start closed the lab (and its namespaces) already; remove what install.sh may have put in
+        errors = uninstall(None) if portfwd.install_started else []
         detail = f"; cleanup: {'; '.join(errors)}" if errors else ""
         if isinstance(failure, InstallError):
             pytest.fail(f"{failure}{detail}", pytrace=False)
@@ -182,7 +181,7 @@ class Labs:
 _HOLDERS: list[Labs] = []  # the session's holder, for the failure report
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # torn down (install.sh --uninstall) when tests/e2e is done
 def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
     holder = Labs(tmp_path_factory)
     _HOLDERS.append(holder)
@@ -198,7 +197,7 @@ def lab(labs: Labs) -> Lab:
     return labs.get(installed=False)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")  # the tests after tests/e2e (e.g. install.sh's own) need a clean machine
 def portfwd_lab(labs: Labs) -> PortfwdLab:
     """The lab with libvirt-portfwd installed by install.sh in the lab host namespace."""
     instance = labs.get(installed=True)

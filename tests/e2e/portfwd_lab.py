@@ -56,7 +56,11 @@ _RESULT = re.compile(r"Result status (-?\d+), stdout: '(.*)' stderr: '(.*)'\s*$"
 
 
 class InstallError(Exception):
-    """install.sh failed, or an installation was already there: a failure, never a skip."""
+    """install.sh failed: a failure, never a skip."""
+
+
+class AlreadyInstalled(InstallError):
+    """An installation was there before the tests: a failure, and it is left alone."""
 
 
 def existing_installation() -> list[Path]:
@@ -82,7 +86,14 @@ def install_sh(*args: str) -> list[str]:
 
 
 def install(lab: Lab) -> None:
-    """``./install.sh`` as an admin runs it, inside the lab host namespace (Lab's before_libvirtd)."""
+    """``./install.sh`` as an admin runs it, inside the lab host namespace (Lab's before_libvirtd,
+    so the lab lock is held: an installation found now is not another e2e session's)."""
+    present = existing_installation()
+    if present:
+        paths = ", ".join(map(str, present))
+        raise AlreadyInstalled(f"libvirt-portfwd is already installed on this machine ({paths})")
+    if isinstance(lab, PortfwdLab):
+        lab.install_started = True
     began = time.monotonic()
     result = lab.run_in_host(install_sh(), env=PIP_OFFLINE, cwd=REPO, timeout=600, check=False)
     lab.timings["install.sh"] = time.monotonic() - began
@@ -142,6 +153,8 @@ class StatusRow:
 
 class PortfwdLab(Lab):
     """A Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers."""
+
+    install_started = False  # install.sh ran (so a failed start has something to remove)
 
     @property
     def libvirtd_log(self) -> Path:
