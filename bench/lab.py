@@ -21,7 +21,21 @@ from pathlib import Path
 import scenario
 
 REPO = Path(__file__).resolve().parent.parent
-SNAPSHOT_PATHS = ("libvirt_portfwd", "templates", "hooks", "tests/data", "setup.cfg", "pyproject.toml", "README.md")
+SNAPSHOT_PATHS = (
+    "libvirt_portfwd",
+    "templates",
+    "hooks",
+    "systemd",
+    "install.sh",
+    "tests/__init__.py",
+    "tests/data",
+    "tests/lab",
+    "tests/e2e/__init__.py",
+    "tests/e2e/portfwd_lab.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "README.md",
+)
 SYSTEM_ENV = {"PATH": scenario.HOOK_PATH, "LC_ALL": "C", "HOME": "/root"}
 
 
@@ -55,10 +69,15 @@ class LabInfo:
     cli: str
     source: str
     workdir: str
+    kind: str = "iptables"  # libvirt's firewall on this host: iptables or nftables
 
 
 class Lab:
-    def __init__(self, workdir: Path) -> None:
+    """``kind``: the firewall libvirt runs on this host, iptables (libvirt 9.0's rules loaded) or
+    nftables (libvirt's ``ip libvirt_network`` table loaded, the networks' status naming it)."""
+
+    def __init__(self, workdir: Path, kind: str = "iptables") -> None:
+        self.kind = kind
         tag = secrets.token_hex(3)
         self.host, self.guest, self.client = f"pfb-h-{tag}", f"pfb-g-{tag}", f"pfb-c-{tag}"
         self.workdir = workdir
@@ -151,8 +170,11 @@ class Lab:
         self.ip(c, "route", "add", "192.168.122.0/24", "via", scenario.HOST_ADDRESS)
         sh("ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
         sh("ip", "netns", "exec", c, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
-        rules = (self.source / "tests" / "data" / "libvirt-iptables.rules").read_text()
-        sh("ip", "netns", "exec", h, "iptables-restore", "--noflush", input=rules)
+        if self.kind == "nftables":
+            sh("ip", "netns", "exec", h, "nft", "-f", str(self.source / "tests" / "data" / "libvirt-nftables.nft"))
+        else:
+            rules = (self.source / "tests" / "data" / "libvirt-iptables.rules").read_text()
+            sh("ip", "netns", "exec", h, "iptables-restore", "--noflush", input=rules)
 
     def ip(self, ns: str, *args: str) -> None:
         sh("ip", "-n", ns, *args)
@@ -169,8 +191,8 @@ class Lab:
 
     # -- the system files libvirt writes, the config, the installed hook ----------------------
     def write_root(self, bulk: int) -> None:
-        self._write("run/libvirt/network/default.xml", scenario.DEFAULT_NETWORK)
-        self._write("run/libvirt/network/bulk.xml", scenario.BULK_NETWORK)
+        self._write("run/libvirt/network/default.xml", scenario.network_status(scenario.DEFAULT_NETWORK, self.kind))
+        self._write("run/libvirt/network/bulk.xml", scenario.network_status(scenario.BULK_NETWORK, self.kind))
         self._write(
             "var/lib/libvirt/dnsmasq/virbr0.status", scenario.leases_json({scenario.GUEST_MAC: scenario.GUEST_ADDRESS})
         )
@@ -210,6 +232,7 @@ class Lab:
             cli=str(Path(self.python).parent / "libvirt-portfwd"),
             source=description,
             workdir=str(self.workdir),
+            kind=self.kind,
         )
 
     def write_info(self, path: Path, description: str) -> None:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -115,8 +115,17 @@ class Host:
         state = self.root / "run" / "libvirt-portfwd" / "domains"
         return len(list(state.glob("*.json"))) if state.is_dir() else 0
 
+    def nft(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(["nft", *args], capture_output=True, text=True, env=SYSTEM_ENV, timeout=60, check=False)
+        if check and proc.returncode != 0:
+            raise BenchError(f"nft {' '.join(args)}: {proc.stderr.strip()}")
+        return proc
+
     # -- checks (never timed) ------------------------------------------------------------------
     def verify_live(self, uuid: str, forwards: int) -> None:
+        if self.info.kind == "nftables":
+            self.verify_live_nft(uuid, forwards)
+            return
         chain = chain_of(uuid)
         for table, target in (("nat", "-j DNAT"), ("filter", "-j ACCEPT")):
             rules = self.iptables("-t", table, "-S", chain).stdout
@@ -125,6 +134,22 @@ class Host:
                 raise BenchError(f"{table} {chain}: {count} rules, expected {forwards}")
             if f"-j {chain}" not in self.iptables("-t", table, "-S", "PORTFWD").stdout:
                 raise BenchError(f"{table} PORTFWD does not jump to {chain}")
+
+    def nft_elements(self, uuid: str | None = None) -> int:
+        """Elements in our nftables DNAT map for tcp (of one domain, or all), as ``nft list map`` prints them."""
+        out = self.nft("list", "map", "ip", NFT_TABLE, "dnat_tcp", check=False).stdout
+        tag = f"libvirt-portfwd:{uuid}" if uuid else "libvirt-portfwd:"
+        return out.count(f'comment "{tag}')
+
+    def verify_live_nft(self, uuid: str, forwards: int) -> None:
+        count = self.nft_elements(uuid)
+        if count != forwards:
+            raise BenchError(f"nftables map dnat_tcp: {count} elements of {uuid}, expected {forwards}")
+        gate = self.nft("list", "chain", "ip", "libvirt_network", "guest_input").stdout
+        lines = [line.strip() for line in gate.splitlines()]
+        rules = [line for line in lines if line and not line.startswith(("table", "chain", "}"))]
+        if not rules or "libvirt-portfwd" not in rules[0]:
+            raise BenchError(f"our gate is not first in libvirt's guest_input: {rules[:2]}")
 
     def verify_gone(self, uuid: str) -> None:
         chain = chain_of(uuid)
@@ -139,6 +164,9 @@ class Host:
         jumps = [line for line in self.iptables("-t", "nat", "-S", "PORTFWD").stdout.splitlines() if " -j " in line]
         chain = chain_of(uuid)
         return next(i for i, line in enumerate(jumps, 1) if line.endswith(chain)), len(jumps)
+
+
+NFT_TABLE = "libvirt_portfwd"
 
 
 def chain_of(uuid: str) -> str:
@@ -404,13 +432,22 @@ def sync_runs(host: Host, count: int, repeats: int, budget: float, removals: lis
 
 
 # -- 6. the data path -------------------------------------------------------------------------------
-def datapath(host: Host, repeats: Repeats, key: str, label: str, before: int) -> list[Row]:
-    """New TCP connections per second from the client namespace through the forward to the guest."""
+def datapath(
+    host: Host, repeats: Repeats, key: str, label: str, before: int, earlier: Sequence[float] = ()
+) -> list[Row]:
+    """New TCP connections per second from the client namespace through the forward to the guest.
+
+    ``earlier``: rates of an earlier run of the same configuration, added to this one's samples.
+    """
     name, uuid = "web", scenario.measured_uuid(0x443)
     xml = scenario.domain_xml(name, uuid, [(scenario.WEB_PORT, scenario.WEB_GUEST_PORT)])
     host.hook(name, "started", "begin", xml)
     host.verify_live(uuid, 1)
-    position, jumps = host.dispatch_position(uuid)
+    if host.info.kind == "nftables":
+        where = {"map_elements": host.nft_elements()}  # every forward's element, the matching one included
+    else:
+        position, jumps = host.dispatch_position(uuid)
+        where = {"dispatch_position": f"{position} of {jumps}"}
     rates = []
     try:
         loadgen(host, 0.2)  # warm-up, and a check that the forward answers
@@ -424,10 +461,10 @@ def datapath(host: Host, repeats: Repeats, key: str, label: str, before: int) ->
             "6",
             key,
             label,
-            summary(rates),
+            summary([*earlier, *rates]),
             unit="conn/s",
             forwards_before=before,
-            dispatch_position=f"{position} of {jumps}",
+            **where,
         )
     ]
 
@@ -525,12 +562,46 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
     return {"rows": rows, "step_seconds": timings, "profiles": profiles}
 
 
+def run_nftables(host: Host, repeats: Repeats) -> dict[str, Any]:
+    """Row 6 on a libvirt-nftables host: the data path with 1 forward, then beside 10,000 others."""
+    rows: list[Row] = []
+    timings: dict[str, float] = {}
+    begin = time.monotonic()
+    log(f"6. nftables: data path with 1 forward ({repeats.datapath} x {repeats.datapath_seconds} s)")
+    [first] = datapath(host, repeats, "datapath.nftables.1", "nftables, 1 forward", 0)
+    timings["nftables datapath 1"] = round(time.monotonic() - begin, 1)
+    log("   nftables: installing 1,000 other domains x 10 forwards (one sync)")
+    begin = time.monotonic()
+    elapsed = host.cli("sync", "--connect", node_uri(host, 1000), timeout=SYNC_TIMEOUT)
+    cpu = host.cpu
+    timings["nftables sync 1000"] = round(time.monotonic() - begin, 1)
+    if host.records() != 1000 or host.nft_elements() != 10_000:
+        raise BenchError(f"nftables sync: {host.records()} records, {host.nft_elements()} map elements")
+    label = "nftables backend: sync, 1,000 domains x 10: from no rules (one run, the setup of row 6)"
+    rows.append(row("5", "sync.nftables.1000.cold", label, ms([elapsed]), cpu=cpu_ms([cpu])))
+    log("6. nftables: data path beside 10,000 other forwards")
+    begin = time.monotonic()
+    label = "nftables, 10,000 other forwards installed alongside the matching one"
+    rows += datapath(host, repeats, "datapath.nftables.10000", label, 10_000)
+    timings["nftables datapath 10000"] = round(time.monotonic() - begin, 1)
+    host.cli("remove", "--all", timeout=SYNC_TIMEOUT)
+    left = host.nft("list", "table", "ip", NFT_TABLE, check=False)
+    if left.returncode == 0:
+        raise BenchError("remove --all left our nftables table behind")
+    log("6. nftables: data path with 1 forward again (before and after: drift hits both alike)")
+    begin = time.monotonic()
+    label = "nftables, 1 forward (runs before and after the 10,000)"
+    rows[:0] = datapath(host, repeats, "datapath.nftables.1", label, 0, earlier=first["samples"])
+    timings["nftables datapath 1 again"] = round(time.monotonic() - begin, 1)
+    return {"rows": rows, "step_seconds": timings, "profiles": {}}
+
+
 def main(argv: list[str]) -> int:
     info = LabInfo(**json.loads(Path(argv[0]).read_text()))
     repeats = Repeats.quick() if "--quick" in argv else Repeats()
     host = Host(info)
     os.chdir("/")
-    result = run_all(host, repeats)
+    result = run_nftables(host, repeats) if info.kind == "nftables" else run_all(host, repeats)
     result["repeats"] = repeats.__dict__
     Path(argv[1]).write_text(json.dumps(result, indent=1))
     return 0

@@ -7,7 +7,9 @@ Run as root from anywhere: ``python3 bench/run.py [--quick] [--ref REV] [--venv 
 It snapshots the package (the work tree, or REV), installs it non-editable in a temporary
 venv built from Debian's /usr/bin/python3 (as install.sh does), builds a libvirt-like host
 from network namespaces with libvirt's own iptables rules, installs the hook there the way
-install.sh rewrites it, and runs bench/measure.py inside the host namespace. It prints a
+install.sh rewrites it, and runs bench/measure.py inside the host namespace; then the same on a
+second host whose libvirt runs nftables (row 6), and bench/virsh.py in the real lab of tests/lab
+(row 7, unless --no-virsh). It prints a
 markdown table and the targets, writes bench/results.json, and removes every namespace and
 temporary directory it made, whatever happens.
 """
@@ -31,6 +33,7 @@ from lab import REPO, SNAPSHOT_PATHS, SYSTEM_ENV, BenchError, Lab, log
 
 BENCH = Path(__file__).resolve().parent
 MEASURE_TIMEOUT = 900.0
+VIRSH_TIMEOUT = 900.0
 BULK_DOMAINS = 1000
 LIBVIRT_VERSION = "import libvirt; v = libvirt.getVersion(); print(v // 10**6, v // 1000 % 1000, v % 1000, sep='.')"
 
@@ -41,13 +44,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ref", help="benchmark this git revision instead of the work tree (git archive)")
     parser.add_argument("--venv", type=Path, help="use this venv (libvirt-portfwd installed) instead of building one")
     parser.add_argument("--output", type=Path, default=BENCH / "results.json", help="default: bench/results.json")
+    parser.add_argument("--no-virsh", action="store_true", help="skip row 7 (the real libvirtd lab, tests/lab)")
     return parser.parse_args(argv)
 
 
 def preflight() -> None:
     if os.geteuid() != 0:
         raise BenchError("run as root (network namespaces and iptables)")
-    for tool in ("ip", "iptables", "iptables-restore", "iptables-save", "tar"):
+    for tool in ("ip", "iptables", "iptables-restore", "iptables-save", "nft", "tar"):
         if shutil.which(tool, path=SYSTEM_ENV["PATH"]) is None:
             raise BenchError(f"{tool} is not installed (tests/run installs what is needed)")
     if not Path("/usr/bin/python3").exists():
@@ -105,7 +109,7 @@ def machine(python: str, source: str) -> dict[str, Any]:
 
 def measure(lab: Lab, source: str, quick: bool) -> dict[str, Any]:
     """Run measure.py inside the host namespace; its progress goes to our stderr."""
-    info, out = lab.workdir / "info.json", lab.workdir / "out.json"
+    info, out = lab.workdir / f"info-{lab.kind}.json", lab.workdir / f"out-{lab.kind}.json"
     lab.write_info(info, source)
     argv = ["ip", "netns", "exec", lab.host, lab.python, str(BENCH / "measure.py"), str(info), str(out)]
     proc = subprocess.run(argv + (["--quick"] if quick else []), env=SYSTEM_ENV, timeout=MEASURE_TIMEOUT, check=False)
@@ -115,12 +119,35 @@ def measure(lab: Lab, source: str, quick: bool) -> dict[str, Any]:
     return result
 
 
+def nftables_lab(workdir: Path, first: Lab) -> Lab:
+    """A second host for row 6's nftables figures: libvirt's nftables table, the same venv."""
+    lab = Lab(workdir / "nft", kind="nftables")
+    lab.source, lab.python = first.source, first.python
+    lab.workdir.mkdir()
+    return lab
+
+
+def virsh_row(snapshot: Path, workdir: Path, quick: bool) -> dict[str, Any]:
+    """Row 7 in the real lab (bench/virsh.py, Debian's python3: tests/lab needs only the stdlib)."""
+    out = workdir / "virsh.json"
+    argv = ["/usr/bin/python3", str(BENCH / "virsh.py"), str(snapshot), str(out)] + (["--quick"] if quick else [])
+    proc = subprocess.run(argv, timeout=VIRSH_TIMEOUT, check=False)
+    if not out.exists():
+        return {"error": f"bench/virsh.py: exit {proc.returncode}, no results"}
+    result: dict[str, Any] = json.loads(out.read_text())
+    if proc.returncode != 0:
+        result.setdefault("error", f"bench/virsh.py: exit {proc.returncode}")
+    return result
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     begin = time.monotonic()
     load_before = Path("/proc/loadavg").read_text().split()[:3]
     busy_before, own_before = busy_seconds(), own_seconds()
     workdir = Path(tempfile.mkdtemp(prefix="pfbench-"))
     lab = Lab(workdir)
+    labs = [lab]
+    virsh: dict[str, Any] = {"skipped": "--no-virsh"}
     try:
         source = lab.snapshot(args.ref)
         if args.ref is None:
@@ -133,10 +160,29 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         lab.write_root(bulk=BULK_DOMAINS)
         lab.start_guest_server()
         measured = measure(lab, source, args.quick)
+        lab.destroy()
+        nft = nftables_lab(workdir, lab)
+        labs.append(nft)
+        log(f"nftables host: namespaces {nft.host}, {nft.guest}, {nft.client}; root {nft.root}")
+        nft.create()
+        nft.write_root(bulk=BULK_DOMAINS)
+        nft.start_guest_server()
+        nft_measured = measure(nft, source, args.quick)
+        nft.destroy()
+        measured["rows"] += nft_measured["rows"]
+        measured["step_seconds"].update(nft_measured["step_seconds"])
+        if not args.no_virsh:
+            log("7. virsh start / destroy in the real lab (tests/lab), with and without the hook")
+            begin_virsh = time.monotonic()
+            virsh = virsh_row(lab.source, workdir, args.quick)
+            measured["step_seconds"]["virsh"] = round(time.monotonic() - begin_virsh, 1)
+        measured["rows"] += report.virsh_rows(virsh)
+        measured["virsh"] = virsh
         meta = machine(lab.python, source)
         meta["warnings"] = lab.warnings
     finally:
-        lab.destroy()
+        for each in labs:
+            each.destroy()
         shutil.rmtree(workdir, ignore_errors=True)
     meta["command"] = shlex.join([sys.executable, *sys.argv])
     meta["quick"] = args.quick

@@ -1,7 +1,7 @@
 """What the benchmark feeds the hook: addresses, domain XML, libvirt's network status and leases.
 
     client (203.0.113.2) --veth-- host (203.0.113.10, .11; virbr0 192.168.122.1/24) --veth-- guest
-                                   libvirt's own iptables rules loaded           (192.168.122.178)
+                          libvirt's own iptables rules (or nftables table) loaded (192.168.122.178)
 
 The measured domains sit on libvirt's ``default`` network (virbr0) and share the guest's MAC
 (only one of them runs at a time). The "other" domains of the scale tests sit on a second
@@ -24,7 +24,7 @@ BULK_FORWARDS = 10
 WEB_PORT, WEB_GUEST_PORT = 20443, 443  # the data path's forward
 
 NETWORK_XML = """<networkstatus>
-  <class_id bitmap='0-2'/>
+  <class_id bitmap='0-2'/>{firewall}
   <network>
     <name>{name}</name>
     <uuid>{uuid}</uuid>
@@ -38,7 +38,17 @@ NETWORK_XML = """<networkstatus>
 </networkstatus>
 """
 
+# libvirt >= 10.4 records its firewall backend in a network's live status; 9.0 (iptables only) does not
+NFTABLES_FIREWALL = "\n  <firewall name='fwRemoval' backend='nftables'/>"
+
+
+def network_status(template: str, kind: str) -> str:
+    """A network's live status for a host whose libvirt runs ``kind`` (iptables or nftables)."""
+    return template.replace("{firewall}", NFTABLES_FIREWALL if kind == "nftables" else "")
+
+
 DEFAULT_NETWORK = NETWORK_XML.format(
+    firewall="{firewall}",
     name="default",
     uuid="0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a01",
     bridge="virbr0",
@@ -49,6 +59,7 @@ DEFAULT_NETWORK = NETWORK_XML.format(
     last="192.168.122.254",
 )
 BULK_NETWORK = NETWORK_XML.format(
+    firewall="{firewall}",
     name="bulk",
     uuid="0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a02",
     bridge="virbr1",
