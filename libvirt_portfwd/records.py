@@ -48,11 +48,6 @@ def save_record(paths: Paths, record: Record, index: dict[str, state.Data] | Non
     state.write(paths, record.uuid, encode(record), index)
 
 
-def claims_of(entry: state.Data) -> list[Claim]:
-    """The claims stored in an index entry."""
-    return [Claim(p, IPv4Address(a) if a else None, s, e) for p, a, s, e in entry.get("claims") or ()]
-
-
 def encode(record: Record) -> state.Data:
     """JSON data (field by field: dataclasses.asdict is slow where sync encodes 1,000 records)."""
     return {

@@ -48,20 +48,12 @@ def environment() -> jinja2.Environment:
         table=names.NFT_TABLE,
         libvirt_table=names.LIBVIRT_NFT_TABLE,
         gate_chain=names.LIBVIRT_NFT_GATE_CHAIN,
-        mark=f"{names.CT_MARK:#010x}",
-        gate=gate_rule(),
     )
     return env
 
 
 def render(template: str, **context: object) -> str:
     return environment().get_template(template).render(**context)
-
-
-def gate_rule() -> str:
-    from .backends.nftables_rules import GATE
-
-    return GATE
 
 
 def quote(text: str) -> str:

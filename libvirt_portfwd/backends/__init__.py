@@ -9,8 +9,6 @@ TYPE_CHECKING = False  # typing is not imported at run time: the hook's stop pat
 if TYPE_CHECKING:
     from .base import Backend
 
-NAMES = ("iptables", "nftables", "none")
-
 
 def _registry() -> dict[str, Backend]:
     from .iptables import IptablesBackend

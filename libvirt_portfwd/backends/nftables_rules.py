@@ -137,15 +137,10 @@ def observe_gate() -> Gate:
     return Gate(present=True, ok=ours == [0], handles=handles)
 
 
-def our_table_exists() -> bool:
-    [(code, _, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
-    return code == 0
-
-
 def _render(tx: Transaction) -> str:
     from ..render import render
 
-    return render("nftables.j2", tx=tx)
+    return render("nftables.j2", tx=tx, mark=f"{names.CT_MARK:#010x}", gate=GATE)
 
 
 def live_uuids() -> set[str]:
