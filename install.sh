@@ -33,6 +33,11 @@ install_packages() {
         dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
     done
     if [ ${#missing[@]} -gt 0 ]; then
+        # libvirt-dev must match the libvirt installed (e.g. libvirt 11 from bookworm-backports)
+        local libvirt
+        if libvirt=$(dpkg-query -W -f='${Version}' libvirt0 2>/dev/null) && [ -n "$libvirt" ]; then
+            missing=("${missing[@]/#libvirt-dev/libvirt-dev=$libvirt}")
+        fi
         say "installing Debian packages: ${missing[*]}"
         apt-get update -qq
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null

@@ -144,11 +144,22 @@ def _render(tx: Transaction) -> str:
 
 
 def live_uuids() -> set[str]:
-    """Domains with elements or rules in our table, when packets can reach them (gate in place)."""
+    """Domains with elements or rules in our table, when packets can reach them: the gate in
+    place, and our dispatch rules intact (``nft flush table`` keeps the maps' elements)."""
     if not observe_gate().ok:
         return set()
     [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
-    if code != 0:
+    if code != 0 or not _dispatch_intact(out):
         return set()
     prefix = f'comment "{names.tag()}:'
     return {part.split('"', 1)[0] for part in out.split(prefix)[1:]}
+
+
+def _dispatch_intact(listing: str) -> bool:
+    """The hook chains' jumps and the forwards chain's map lookups are all there."""
+    lines = listing.splitlines()
+    jumps = sum("jump forwards" in line for line in lines)
+    lookups = {
+        proto: sum(f"@jump_{proto}" in line or f"map @dnat_{proto}" in line for line in lines) for proto in PROTOCOLS
+    }
+    return jumps == 2 and all(count == 4 for count in lookups.values())

@@ -1,9 +1,11 @@
 """End-to-end fixtures: a real libvirt lab (tests/lab) in network namespaces.
 
-Two kinds of lab, one at a time (one lab per machine): ``lab``, plain, for the lab's own smoke
-tests; ``portfwd_lab``, with libvirt-portfwd installed by its own install.sh inside the lab host
-namespace before libvirtd starts, and uninstalled at the end. Switching kinds closes one lab and
-starts the other (pytest runs test_lab_smoke.py first, so this happens once).
+Every e2e test runs once per libvirt firewall backend (``firewall_backend`` "iptables", then
+"nftables", given to the lab's libvirtd as its network.conf). Two kinds of lab, one at a time
+(one lab per machine): ``lab``, plain, for the lab's own smoke tests; ``portfwd_lab``, with
+libvirt-portfwd installed by its own install.sh inside the lab host namespace before libvirtd
+starts, and uninstalled at the end. Switching kind or backend closes one lab and starts the
+next (pytest groups the tests by backend, so this happens four times).
 
 The lab needs root and the packages of tests/lab/install_deps.sh (portfwd_lab also what
 tests/run installs: install.sh's Debian packages and the wheelhouse). Without them the e2e
@@ -35,6 +37,7 @@ from tests.lab.host import Lab, missing_prerequisites
 from tests.lab.proc import LabError
 
 _LABS: list[Lab] = []  # every lab of the session, for the timings summary
+LIBVIRT_FIREWALLS = ("iptables", "nftables")
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -74,45 +77,48 @@ def root_namespace_snapshot() -> dict[str, str]:
 
 
 class Labs:
-    """The session's labs: at most one up at a time, plain or with libvirt-portfwd installed."""
+    """The session's labs: at most one up at a time, plain or with libvirt-portfwd installed,
+    for one libvirt firewall backend."""
 
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self.factory = factory
         self.current: Lab | None = None
-        self.installed = False
-        self.failed: dict[bool, tuple[str, str]] = {}  # kind -> ("skip"|"fail", message)
+        self.kind: tuple[bool, str] | None = None  # (installed, firewall backend) of current
+        self.failed: dict[tuple[bool, str], tuple[str, str]] = {}  # kind -> ("skip"|"fail", message)
         self.root_before: dict[str, str] | None = None
 
-    def get(self, installed: bool) -> Lab:
-        if self.current is not None and self.installed == installed:
+    def get(self, installed: bool, firewall: str) -> Lab:
+        kind = (installed, firewall)
+        if self.current is not None and self.kind == kind:
             return self.current
-        if installed in self.failed:
-            kind, message = self.failed[installed]
-            if kind == "fail":
+        if kind in self.failed:
+            outcome, message = self.failed[kind]
+            if outcome == "fail":
                 pytest.fail(message, pytrace=False)
             unavailable(message)
         self.close()
         try:
-            self.current = self._open(installed)
+            self.current = self._open(installed, firewall)
         except pytest.fail.Exception as exc:
-            self.failed[installed] = ("fail", str(exc))
+            self.failed[kind] = ("fail", str(exc))
             raise
         except pytest.skip.Exception as exc:
-            self.failed[installed] = ("skip", str(exc).removeprefix("e2e lab unavailable: "))
+            self.failed[kind] = ("skip", str(exc).removeprefix("e2e lab unavailable: "))
             raise
-        self.installed = installed
+        self.kind = kind
         _LABS.append(self.current)
-        print(f"\nlab up{' with libvirt-portfwd' if installed else ''}: {format_timings(self.current.timings)}")
+        what = " with libvirt-portfwd" if installed else ""
+        print(f"\nlab up{what}, libvirt firewall {firewall}: {format_timings(self.current.timings)}")
         return self.current
 
-    def _open(self, installed: bool) -> Lab:
+    def _open(self, installed: bool, firewall: str) -> Lab:
         missing = missing_prerequisites()
         if missing:
             unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
         if self.root_before is None:
             self.root_before = root_namespace_snapshot()
         if not installed:
-            instance = Lab(workdir=self.factory.mktemp("lab"))
+            instance = Lab(workdir=self.factory.mktemp(f"lab-{firewall}"), firewall_backend=firewall)
             try:
                 instance.start()
             except LabError as exc:
@@ -121,7 +127,9 @@ class Labs:
         missing = missing_install_prerequisites()
         if missing:
             unavailable("missing " + ", ".join(missing))
-        portfwd = PortfwdLab(workdir=self.factory.mktemp("portfwd-lab"), before_libvirtd=install)
+        portfwd = PortfwdLab(
+            workdir=self.factory.mktemp(f"portfwd-lab-{firewall}"), firewall_backend=firewall, before_libvirtd=install
+        )
         try:
             portfwd.start()  # install() checks for an existing installation once it holds the lab lock
             return portfwd
@@ -147,6 +155,7 @@ class Labs:
             return
         errors: list[str] = []
         if isinstance(instance, PortfwdLab):
+            instance.stop_watcher()  # it would put back what the uninstall removes
             # Domains go first, while the hook is installed: their stop removes their rules.
             for name in list(instance.guests):
                 try:
@@ -191,16 +200,22 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
         holder.finish()
 
 
+@pytest.fixture(scope="package", params=LIBVIRT_FIREWALLS)
+def libvirt_firewall(request: pytest.FixtureRequest) -> str:
+    """libvirt's firewall_backend for the lab (every e2e test runs under both)."""
+    return str(request.param)
+
+
 @pytest.fixture
-def lab(labs: Labs) -> Lab:
+def lab(labs: Labs, libvirt_firewall: str) -> Lab:
     """The plain lab: namespaces, libvirtd, network 'default' up (no libvirt-portfwd)."""
-    return labs.get(installed=False)
+    return labs.get(installed=False, firewall=libvirt_firewall)
 
 
 @pytest.fixture(scope="package")  # the tests after tests/e2e (e.g. install.sh's own) need a clean machine
-def portfwd_lab(labs: Labs) -> PortfwdLab:
+def portfwd_lab(labs: Labs, libvirt_firewall: str) -> PortfwdLab:
     """The lab with libvirt-portfwd installed by install.sh in the lab host namespace."""
-    instance = labs.get(installed=True)
+    instance = labs.get(installed=True, firewall=libvirt_firewall)
     assert isinstance(instance, PortfwdLab)
     return instance
 
@@ -212,7 +227,8 @@ def format_timings(timings: dict[str, float]) -> str:
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for instance in _LABS:
         kind = "libvirt-portfwd" if isinstance(instance, PortfwdLab) else "plain"
-        terminalreporter.write_sep("-", f"e2e lab timings ({kind} lab)")
+        firewall = instance.firewall_backend or "as packaged"
+        terminalreporter.write_sep("-", f"e2e lab timings ({kind} lab, libvirt firewall {firewall})")
         for key, value in instance.timings.items():
             terminalreporter.write_line(f"{key:<44} {value:7.2f} s")
 
@@ -233,6 +249,8 @@ def pytest_runtest_makereport(
             if isinstance(instance, PortfwdLab):
                 runs = [f"{r.domain} {r.operation}: exit {r.status}: {r.stderr}" for r in instance.hook_runs()]
                 report.sections.append(("libvirt-portfwd hook runs (libvirtd log)", "\n".join(runs[-40:])))
+                if instance.watcher_log.is_file():
+                    report.sections.append(("libvirt-portfwd watch log", instance.watcher_log.read_text()[-3000:]))
                 waiter_log = Path("/run/libvirt-portfwd/waiter.log")
                 if waiter_log.is_file():
                     report.sections.append(("libvirt-portfwd waiter.log", waiter_log.read_text()[-3000:]))

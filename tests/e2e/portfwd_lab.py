@@ -14,16 +14,17 @@ import dataclasses
 import os
 import re
 import secrets
+import shlex
 import subprocess
 import time
-from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from tests.e2e import ruleset
 from tests.lab import guest as guest_module
 from tests.lab.host import Guest, Lab, ProbeResult
-from tests.lab.proc import delete_namespaces, namespace_exists, run
+from tests.lab.proc import LabError, delete_namespaces, namespace_exists, run
 
 REPO = Path(__file__).resolve().parents[2]
 WHEELS = REPO / ".cache" / "wheels"
@@ -47,11 +48,10 @@ SYSTEMD = Path("/run/systemd/system")  # install.sh installs its services where 
 INSTALLED_PATHS = (HOOK, NETWORK_HOOK, *UNITS, PREFIX, CONFIG, CLI, SYSCTL, RUN_DIR)
 
 METADATA_URI = "urn:libvirt-portfwd:1"
-OURS = re.compile(r"PORTFWD|libvirt-portfwd|\bPF[A-Z2-7]{26}\b")
-TAG = re.compile(r"libvirt-portfwd:([0-9a-f-]{36})")
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (\S+) : ", re.M)
 _HOOK_RUN = re.compile(re.escape(str(HOOK)) + r" (\S+) (\S+) (\S+) (\S+)\s*$")
-_COUNTERS = re.compile(r" \[\d+:\d+\]$")
+LIBVIRT_NFT_CHAINS = ("guest_output", "guest_input", "guest_cross", "guest_nat")  # where libvirt's rules are
+_HANDLE = re.compile(r"\s*# handle (\d+)$")
 _RESULT = re.compile(r"Result status (-?\d+), stdout: '(.*)' stderr: '(.*)'\s*$", re.S)
 
 
@@ -152,9 +152,70 @@ class StatusRow:
 
 
 class PortfwdLab(Lab):
-    """A Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers."""
+    """A Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers, and our
+    watcher running in the lab host as its systemd service would (these machines have no
+    systemd). Our ``backend: auto`` follows libvirt's, so ``firewall_backend`` is ours too."""
 
     install_started = False  # install.sh ran (so a failed start has something to remove)
+    watcher: subprocess.Popen[bytes] | None = None
+
+    @property
+    def backend(self) -> str:
+        return self.firewall_backend or "iptables"
+
+    def start(self) -> None:
+        super().start()
+        try:
+            self.start_watcher()
+        except BaseException:
+            with contextlib.suppress(LabError):
+                self.close()
+            raise
+
+    def close(self) -> None:
+        self.stop_watcher()
+        super().close()
+
+    # --- the watcher (libvirt-portfwd watch) -------------------------------------------------
+
+    @property
+    def watcher_log(self) -> Path:
+        return self.workdir / "watch.log"
+
+    def start_watcher(self, timeout: float = 10.0) -> None:
+        """``libvirt-portfwd watch`` in the lab host; returns once it follows the ruleset."""
+        if self.watcher is not None:
+            return
+        with open(self.watcher_log, "ab") as log:
+            self.watcher = subprocess.Popen(
+                ["ip", "netns", "exec", self.host_ns, str(CLI), "watch"],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        deadline = time.monotonic() + timeout
+        while not self._monitor_running():
+            if self.watcher.poll() is not None or time.monotonic() > deadline:
+                raise LabError(f"libvirt-portfwd watch did not start: {self.watcher_log.read_text()[-2000:]}")
+            time.sleep(0.05)
+
+    def stop_watcher(self) -> None:
+        watcher, self.watcher = self.watcher, None
+        if watcher is not None and watcher.poll() is None:
+            watcher.terminate()
+            try:
+                watcher.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                watcher.kill()
+                watcher.wait(timeout=10)
+
+    def _monitor_running(self) -> bool:
+        for pid in self.run_in_host(["ip", "netns", "pids", self.host_ns]).stdout.split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"nft", b"monitor"]:
+                    return True
+        return False
 
     @property
     def libvirtd_log(self) -> Path:
@@ -222,25 +283,115 @@ class PortfwdLab(Lab):
                 rows.append(StatusRow(domain, uuid, state, f"{proto} {claim}", guest, live))
         return rows
 
-    def iptables_save(self) -> list[str]:
-        """The host namespace's ruleset as ``TABLE RULE`` lines (no comments, no counters)."""
-        lines, table = [], ""
-        for line in self.run_in_host(["iptables-save"]).stdout.splitlines():
-            if line.startswith("*"):
-                table = line[1:]
-            elif line.startswith((":", "-A")):
-                lines.append(f"{table} {_COUNTERS.sub('', line)}")
+    def ruleset(self) -> list[str]:
+        """The host namespace's firewall, iptables and nftables, as comparable lines (ruleset.py)."""
+        lines = ruleset.iptables_lines(self.run_in_host(["iptables-save"]).stdout)
+        for family, table in ruleset.NFT_TABLES:
+            listing = self.run_in_host(["nft", "list", "table", family, table], check=False)
+            if listing.returncode == 0:
+                lines += ruleset.nft_lines(listing.stdout, family, table)
         return lines
 
     def our_rules(self, lines: list[str] | None = None) -> list[str]:
-        """Our chains and rules (PORTFWD, PF<uuid>, the libvirt-portfwd comments)."""
-        return [line for line in (self.iptables_save() if lines is None else lines) if OURS.search(line)]
+        """Our chains, rules and elements in either backend, and our gate in libvirt's table."""
+        return ruleset.ours(self.ruleset() if lines is None else lines)
 
     def libvirt_rules(self, lines: list[str] | None = None) -> list[str]:
-        return [line for line in (self.iptables_save() if lines is None else lines) if "LIBVIRT_" in line]
+        return ruleset.libvirt(self.ruleset() if lines is None else lines)
+
+    def ours_on_top(self, lines: list[str] | None = None) -> list[str]:
+        """Why our accept would not come first (empty: it does), in our backend."""
+        return ruleset.accept_order_problems(self.ruleset() if lines is None else lines, self.backend)
 
     def iptables(self, *args: str) -> None:
         self.run_in_host(["iptables", "-w", *args])
+
+    def nft(self, script: str) -> None:
+        self.run_in_host(["nft", "-f", "-"], input=script)
+
+    def flush_our_chains(self) -> None:
+        """An admin's flush: every rule of our chains (and table) goes; chains and maps stay."""
+        if self.backend == "iptables":
+            for table in ("nat", "filter"):
+                self.iptables("-t", table, "-F", "PORTFWD")
+        else:
+            self.nft("flush table ip libvirt_portfwd\n")
+
+    def delete_our_rules(self) -> None:
+        """What an admin's cleanup does: every rule of ours deleted, our chains (table) too."""
+        if self.backend == "nftables":
+            gates = self._nft_rules("ip", "libvirt_network", "guest_input", ours=True)
+            self.nft(
+                "".join(f"delete rule ip libvirt_network guest_input handle {h}\n" for h, _ in gates)
+                + "delete table ip libvirt_portfwd\n"
+            )
+            return
+        for table in sorted({line.split()[0] for line in self.ruleset() if not line.startswith("nft ")}):
+            listing = self.run_in_host(["iptables", "-w", "-t", table, "-S"]).stdout.splitlines()
+            chains = [line.split()[1] for line in listing if line.startswith("-N ") and self.our_rules([line])]
+            for line in listing:
+                words = shlex.split(line)
+                if words[0] == "-A" and words[1] not in chains and self.our_rules([line]):
+                    self.iptables("-t", table, "-D", *words[1:])
+            for chain in chains:
+                self.iptables("-t", table, "-F", chain)
+            for chain in chains:
+                self.iptables("-t", table, "-X", chain)
+
+    def reload_libvirt_rules(self) -> None:
+        """A firewalld-style reload: libvirt's rules deleted and inserted again, on top (no hook runs)."""
+        if self.backend == "iptables":
+            for table, chain, targets in (
+                ("filter", "FORWARD", ("LIBVIRT_FWO", "LIBVIRT_FWI", "LIBVIRT_FWX")),
+                ("nat", "POSTROUTING", ("LIBVIRT_PRT",)),
+            ):
+                for target in targets:
+                    self.iptables("-t", table, "-D", chain, "-j", target)
+                    self.iptables("-t", table, "-I", chain, "1", "-j", target)
+            return
+        script = []
+        for chain in LIBVIRT_NFT_CHAINS:
+            rules = self._nft_rules("ip", "libvirt_network", chain, ours=False)
+            script += [f"delete rule ip libvirt_network {chain} handle {handle}" for handle, _ in rules]
+            script += [f"insert rule ip libvirt_network {chain} {rule}" for _, rule in reversed(rules)]
+        self.nft("\n".join(script) + "\n")
+
+    def return_rules_to_libvirt(self) -> None:
+        """After reload_libvirt_rules in nftables: libvirt deletes its rules by the handles it
+        recorded, which the copies do not have. Delete the copies and have libvirt add its rules
+        again (SIGHUP), so that it can remove them later (at net-destroy)."""
+        if self.backend != "nftables":
+            return
+        script = [
+            f"delete rule ip libvirt_network {chain} handle {handle}"
+            for chain in LIBVIRT_NFT_CHAINS
+            for handle, _ in self._nft_rules("ip", "libvirt_network", chain, ours=False)
+        ]
+        self.nft("\n".join(script) + "\n")
+        self.sighup_libvirtd()
+
+    def libvirt_handles(self) -> list[int]:
+        """The handles of libvirt's nftables rules (new ones after libvirt reloaded them)."""
+        if self.backend != "nftables":
+            return []
+        return [
+            handle
+            for chain in LIBVIRT_NFT_CHAINS
+            for handle, _ in self._nft_rules("ip", "libvirt_network", chain, ours=False)
+        ]
+
+    def _nft_rules(self, family: str, table: str, chain: str, *, ours: bool) -> list[tuple[int, str]]:
+        """(handle, rule) of a chain's rules, ours or not ours, in order (counters reset)."""
+        listing = self.run_in_host(["nft", "-a", "list", "chain", family, table, chain]).stdout
+        found = []
+        for line in listing.splitlines():
+            handle = _HANDLE.search(line)
+            if handle is None or line.strip().startswith(("chain ", "table ")):
+                continue
+            rule = ruleset.nft_lines(f"chain {chain} {{\n{line[: handle.start()]}\n}}", family, table)[-1]
+            if bool(ruleset.OURS.search(rule)) == ours:
+                found.append((int(handle.group(1)), rule.split(": ", 1)[1]))
+        return found
 
     # --- domains -------------------------------------------------------------------------------
 
@@ -284,14 +435,6 @@ def random_mac(taken: Iterable[str] = ()) -> str:
         mac = "52:54:00:" + ":".join(f"{b:02x}" for b in secrets.token_bytes(3))
         if mac not in taken:
             return mac
-
-
-def duplicates(lines: Iterable[str]) -> list[str]:
-    return [line for line, count in Counter(lines).items() if count > 1 and line.split()[1] == "-A"]
-
-
-def rule_uuids(lines: Iterable[str]) -> set[str]:
-    return {match.group(1) for line in lines for match in TAG.finditer(line)}
 
 
 def wait_for_answer(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -79,3 +80,17 @@ def test_two_nic_guest_with_metadata(lab: Lab) -> None:
     assert 'start="2080"' in stored
     lab.destroy(guest.name)
     lab.undefine(guest.name)
+
+
+def test_libvirt_runs_the_network_with_the_requested_firewall(lab: Lab, libvirt_firewall: str) -> None:
+    """The lab's libvirtd took its firewall_backend (its live network status records it), and
+    its rules are where that backend puts them."""
+    status = ET.parse(f"/run/libvirt/network/{lab.network}.xml").getroot()
+    firewall = status.find("firewall")
+    assert firewall is not None and firewall.get("backend") == libvirt_firewall, ET.tostring(status)[:500]
+    nft = lab.run_in_host(["nft", "list", "table", "ip", "libvirt_network"], check=False)
+    iptables = lab.run_in_host(["iptables-save"]).stdout
+    if libvirt_firewall == "nftables":
+        assert "guest_input" in nft.stdout and "LIBVIRT_FWI" not in iptables
+    else:
+        assert nft.returncode != 0 and "-A FORWARD -j LIBVIRT_FWI" in iptables

@@ -3,16 +3,17 @@
 The client namespace (203.0.113.2) plays the internet and reaches the lab host's uplink
 address 203.0.113.1; the guests serve HTTP on 80 and 443 and UDP echo on 5353 and 5354.
 Forwards are declared the ways a user declares them: ``virsh metadata ... --set`` as the
-README says, or the YAML config. One long-lived guest, web1, serves the scenarios that only
-need a running VM with the guide's forwards; every other VM and every config change is
-undone by the test that made it. Timings are printed (``-s`` or ``-rA``) and summed up at
-the end of the run ("e2e lab timings").
+README says, or the YAML config. Every scenario runs under both of libvirt's firewall
+backends (conftest.py), with our ``backend: auto`` following it and our watcher running.
+One long-lived guest, web1, serves the scenarios that only need a running VM with the
+guide's forwards; every other VM and every config change is undone by the test that made
+it. Timings are printed (``-s`` or ``-rA``) and summed up at the end of the run ("e2e lab
+timings").
 """
 
 from __future__ import annotations
 
 import re
-import shlex
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -25,14 +26,13 @@ from tests.e2e.portfwd_lab import (
     METADATA_URI,
     RUN_DIR,
     PortfwdLab,
-    duplicates,
     port_forward,
     portfwd_metadata,
     random_mac,
-    rule_uuids,
     wait_for_answer,
     write_config,
 )
+from tests.e2e.ruleset import dnat_targets, duplicates, uuids
 from tests.lab.guest import mac_for
 from tests.lab.host import Guest, ProbeResult
 from tests.lab.proc import CommandError, LabError
@@ -44,6 +44,8 @@ PAYLOAD = b"ping"
 LEASE_TIMEOUT = 90.0  # functional bounds, not speed targets
 FORWARD_TIMEOUT = 30.0
 GONE_TIMEOUT = 10.0
+BACK_WITHIN = 2.0  # the issue's bound for forwards to work again after others rebuilt the firewall
+HOLD = 2.0  # ...and they must keep working for this long afterwards
 PROBE_TIMEOUT = 1.0
 # The guide's case (README "After"), plus UDP on every local address.
 WEB1_METADATA = portfwd_metadata(
@@ -96,6 +98,27 @@ def wait_web1(lab: PortfwdLab, web1: Guest, timeout: float = FORWARD_TIMEOUT) ->
     return first
 
 
+def back_within(lab: PortfwdLab, guest: Guest, began: float, what: str) -> float:
+    """web1's TCP forward answers within BACK_WITHIN s of `began` and keeps answering for HOLD s
+    more (a late reload of libvirt's rules would break it again); the seconds until it answered."""
+    expected = guest.http_body(80).encode()
+    first = None
+    while (now := time.monotonic()) < began + BACK_WITHIN + HOLD:
+        result = http(lab, 2080, timeout=0.5)
+        if result.answer == expected:
+            first = now - began if first is None else first
+        elif now > began + BACK_WITHIN:
+            state = f"answered after {first:.2f} s, then stopped" if first is not None else "never answered"
+            raise AssertionError(f"{what}: tcp 2080 {state} (at {now - began:.2f} s: {result.error})")
+        time.sleep(0.05)
+    assert first is not None
+    return first
+
+
+def watcher_rebuilds(lab: PortfwdLab) -> int:
+    return lab.watcher_log.read_text().count("rules rebuilt")
+
+
 def assert_silent(lab: PortfwdLab, what: str, *probes: Callable[[], ProbeResult]) -> None:
     for probe in probes:
         result = probe()
@@ -123,38 +146,13 @@ def rules_of(lab: PortfwdLab, uuid: str) -> list[str]:
     return [line for line in lab.our_rules() if uuid in line]
 
 
-def dnat_targets(lines: list[str]) -> list[str]:
-    return sorted(line.split("--to-destination ")[1].split()[0] for line in lines if "-j DNAT" in line)
-
-
-def assert_one_jump_on_top(lab: PortfwdLab, lines: list[str]) -> None:
-    prerouting = [line for line in lines if line.startswith("nat -A PREROUTING ") and line.endswith("-j PORTFWD")]
-    forward = [line for line in lines if line.startswith("filter -A FORWARD ")]
-    ours = [i for i, line in enumerate(forward) if line.endswith("-j PORTFWD")]
-    libvirt = [i for i, line in enumerate(forward) if "-j LIBVIRT_" in line]
-    assert len(prerouting) == 1, f"jumps to PORTFWD in nat PREROUTING: {prerouting}"
-    assert len(ours) == 1, f"jumps to PORTFWD in filter FORWARD: {forward}"
-    assert not libvirt or ours[0] < min(libvirt), f"our FORWARD jump is below libvirt's: {forward}"
+def assert_one_accept_on_top(lab: PortfwdLab, lines: list[str]) -> None:
+    problems = lab.ours_on_top(lines)
+    assert not problems, problems
 
 
 def status_rows(lab: PortfwdLab, domain: str) -> list[tuple[str, str, str, str]]:
     return sorted((r.forward, r.guest, r.state, r.live) for r in lab.status() if r.domain == domain)
-
-
-def delete_our_rules(lab: PortfwdLab) -> None:
-    """What an admin's cleanup does: every rule of ours deleted, our chains flushed and deleted."""
-    tables = sorted({line.split()[0] for line in lab.iptables_save()})
-    for table in tables:
-        listing = lab.run_in_host(["iptables", "-w", "-t", table, "-S"]).stdout.splitlines()
-        chains = [line.split()[1] for line in listing if line.startswith("-N ") and lab.our_rules([line])]
-        for line in listing:
-            words = shlex.split(line)
-            if words[0] == "-A" and words[1] not in chains and lab.our_rules([line]):
-                lab.iptables("-t", table, "-D", *words[1:])
-        for chain in chains:
-            lab.iptables("-t", table, "-F", chain)
-        for chain in chains:
-            lab.iptables("-t", table, "-X", chain)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -238,7 +236,7 @@ def rules_follow_running_vms(portfwd_lab: PortfwdLab) -> Iterator[None]:
     yield
     ours = portfwd_lab.our_rules()
     assert not duplicates(ours), f"duplicate rules: {duplicates(ours)}"
-    stale = rule_uuids(ours) - portfwd_lab.running_uuids()
+    stale = uuids(ours) - portfwd_lab.running_uuids()
     assert not stale, f"rules of domains that are not running: {sorted(stale)}"
 
 
@@ -266,6 +264,8 @@ def test_guide_case_virsh_start_forwards_tcp_and_udp(portfwd_lab: PortfwdLab, we
     note(lab, "s1 web1 start -> lease", leased - began, "an earlier lease was known" if had_lease else "new lease")
     note(lab, "s1 web1 lease -> forward answers", forwarded - leased, "includes the guest's own readiness")
     assert recorded in ({"live"}, {"waiting"}), recorded
+    said = lab.portfwd("status").stdout.splitlines()[0]
+    assert said == f"backend: {lab.backend} (auto: libvirt runs network default with its {lab.backend} firewall)"
     rows = status_rows(lab, "web1")
     assert rows == [
         (f"tcp {HOST}:20443", f"{web1.address}:443", "live", "yes"),
@@ -276,35 +276,49 @@ def test_guide_case_virsh_start_forwards_tcp_and_udp(portfwd_lab: PortfwdLab, we
     direct = lab.http_probe(lab.client_ns, web1.address, 80, timeout=3.0)
     assert not direct.ok and "refused" in direct.error, direct
     assert_silent(lab, "unforwarded port", lambda: udp(lab, 5354), lambda: http(lab, 80))
-    assert_one_jump_on_top(lab, lab.iptables_save())
+    assert_one_accept_on_top(lab, lab.ruleset())
+    # The host itself reaches its public address and port (nat OUTPUT / our output chain).
+    from_host = lab.http_probe(lab.host_ns, lab.host_addr, 2080, timeout=3.0)
+    assert from_host.answer == web1.http_body(80).encode(), from_host
 
 
 def test_sync_restores_rules_an_admin_flushed(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
-    """9. libvirt-portfwd sync after our chains were flushed (and, second, deleted) by hand."""
+    """9. libvirt-portfwd sync after our chains were flushed (and, second, deleted) by hand, with
+    the watcher stopped; then, with the watcher running, a flush is repaired with no command."""
     lab = portfwd_lab
     before = sorted(lab.our_rules())
 
-    for table in ("nat", "filter"):
-        lab.iptables("-t", table, "-F", "PORTFWD")
-    assert_silent(lab, "after the flush", lambda: http(lab, 2080), lambda: udp(lab, 5353))
-    assert {row[3] for row in status_rows(lab, "web1")} == {"NO"}, "status should show LIVE NO after a flush"
-    began = time.monotonic()
-    lab.portfwd("sync")
-    note(lab, "s9 sync after flush", time.monotonic() - began)
-    note(lab, "s9 sync -> forward answers", wait_web1(lab, web1_up))
-    assert sorted(lab.our_rules()) == before
-    assert {row[3] for row in status_rows(lab, "web1")} == {"yes"}
+    lab.stop_watcher()
+    try:
+        lab.flush_our_chains()
+        assert_silent(lab, "after the flush", lambda: http(lab, 2080), lambda: udp(lab, 5353))
+        assert {row[3] for row in status_rows(lab, "web1")} == {"NO"}, "status should show LIVE NO after a flush"
+        began = time.monotonic()
+        lab.portfwd("sync")
+        note(lab, "s9 sync after flush", time.monotonic() - began)
+        note(lab, "s9 sync -> forward answers", wait_web1(lab, web1_up))
+        assert sorted(lab.our_rules()) == before
+        assert {row[3] for row in status_rows(lab, "web1")} == {"yes"}
 
-    delete_our_rules(lab)
-    assert lab.our_rules() == []
-    assert_silent(lab, "after deleting our chains", lambda: http(lab, 2080))
+        lab.delete_our_rules()
+        assert lab.our_rules() == []
+        assert_silent(lab, "after deleting our chains", lambda: http(lab, 2080))
+        began = time.monotonic()
+        lab.portfwd("sync")
+        note(lab, "s9 sync after chains deleted", time.monotonic() - began)
+        wait_web1(lab, web1_up)
+        after = lab.ruleset()
+        assert sorted(lab.our_rules(after)) == before
+        assert_one_accept_on_top(lab, after)
+    finally:
+        lab.start_watcher()
+
+    rebuilds = watcher_rebuilds(lab)
     began = time.monotonic()
-    lab.portfwd("sync")
-    note(lab, "s9 sync after chains deleted", time.monotonic() - began)
-    wait_web1(lab, web1_up)
-    after = lab.iptables_save()
-    assert sorted(lab.our_rules(after)) == before
-    assert_one_jump_on_top(lab, after)
+    lab.flush_our_chains()
+    note(lab, "s9 flush -> forward answers (watcher)", back_within(lab, web1_up, began, "after a flush"))
+    assert watcher_rebuilds(lab) > rebuilds
+    assert sorted(lab.our_rules()) == before
 
 
 def test_libvirtd_restart_reconnects(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
@@ -315,31 +329,61 @@ def test_libvirtd_restart_reconnects(portfwd_lab: PortfwdLab, web1_up: Guest) ->
     mark = len(lab.hook_runs())
 
     note(lab, "s3 libvirtd restart", lab.restart_libvirtd())
+    answering = time.monotonic()
+    note(lab, "s3 restart -> forward answers", back_within(lab, web1_up, answering, "after libvirtd restart"))
     reconnect = lab.wait_for_hook("web1", "reconnect", after=mark)
     assert reconnect.status == 0, reconnect
     print(f"s3 reconnect hook stderr: {reconnect.stderr.strip()!r}")
     assert lab.domain_state("web1") == "running"
-    note(lab, "s3 restart -> forward answers", wait_web1(lab, web1_up))
+    wait_web1(lab, web1_up, BACK_WITHIN)
 
-    after = lab.iptables_save()
+    after = lab.ruleset()
     assert not duplicates(lab.our_rules(after))
     assert sorted(lab.our_rules(after)) == before
     assert sorted(lab.libvirt_rules(after)) == libvirt_before
-    assert_one_jump_on_top(lab, after)
+    assert_one_accept_on_top(lab, after)
     assert {row[3] for row in status_rows(lab, "web1")} == {"yes"}
 
 
 def test_libvirtd_sighup_keeps_forwards(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
-    """4. SIGHUP to libvirtd (it reloads its firewall rules) while web1 runs: still reachable."""
+    """4. SIGHUP to libvirtd (it reloads its firewall rules, no hook runs after) while web1 runs:
+    reachable again within 2 s of the signal (nftables: the watcher puts our gate back on top)."""
     lab = portfwd_lab
     before = sorted(lab.our_rules())
+    libvirt_before = lab.libvirt_handles()
     began = time.monotonic()
-    lab.sighup_libvirtd()
+    lab.sighup_libvirtd(settle=0.0)
     note(lab, "s4 libvirtd SIGHUP (until it answers)", time.monotonic() - began)
-    note(lab, "s4 SIGHUP -> forward answers", wait_web1(lab, web1_up))
-    after = lab.iptables_save()
+    note(lab, "s4 SIGHUP -> forward answers", back_within(lab, web1_up, began, "after libvirtd SIGHUP"))
+    wait_web1(lab, web1_up, BACK_WITHIN)
+    after = lab.ruleset()
     assert sorted(lab.our_rules(after)) == before
-    assert_one_jump_on_top(lab, after)
+    assert_one_accept_on_top(lab, after)
+    if lab.backend == "nftables":
+        assert lab.libvirt_handles() != libvirt_before, "libvirt did not reload its rules on SIGHUP"
+
+
+def test_firewall_reload_puts_libvirts_rules_on_top(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
+    """11. A firewalld-style reload: libvirt's rules deleted and inserted again above ours, no hook
+    fires. The watcher puts ours back on top: reachable again within 2 s."""
+    lab = portfwd_lab
+    before = sorted(lab.our_rules())
+    libvirt_before = sorted(lab.libvirt_rules())
+    rebuilds = watcher_rebuilds(lab)
+    began = time.monotonic()
+    lab.reload_libvirt_rules()
+    try:
+        note(lab, "s11 reload -> forward answers (watcher)", back_within(lab, web1_up, began, "after the reload"))
+        wait_web1(lab, web1_up, BACK_WITHIN)
+        after = lab.ruleset()
+        assert sorted(lab.our_rules(after)) == before
+        assert sorted(lab.libvirt_rules(after)) == libvirt_before
+        assert_one_accept_on_top(lab, after)
+        assert watcher_rebuilds(lab) > rebuilds, "the watcher did not rebuild: was our accept ever below libvirt's?"
+    finally:
+        lab.return_rules_to_libvirt()
+    wait_until(lambda: sorted(lab.libvirt_rules()) == libvirt_before, 10.0, "libvirt's own rules back")
+    back_within(lab, web1_up, time.monotonic(), "after libvirt took its rules back")
 
 
 def test_second_vm_claiming_a_held_port(portfwd_lab: PortfwdLab, web1_up: Guest, vms: Vms, config: Config) -> None:
@@ -396,14 +440,14 @@ def test_network_recreated_then_vm_restarted(portfwd_lab: PortfwdLab, web1_up: G
     note(lab, "s5 web1 virsh start", virsh_start)
     note(lab, "s5 web1 lease -> forward answers", wait_web1(lab, web1_up), f"start -> lease {lease:.2f} s")
 
-    after = lab.iptables_save()
+    after = lab.ruleset()
     ours = lab.our_rules(after)
     assert not duplicates(ours)
     moved = re.compile(rf"(?<![\d.]){re.escape(old_address or '')}(?![\d])")  # same MAC: same address, normally
     assert sorted(moved.sub(web1_up.address or "", line) for line in before) == sorted(ours)
     assert dnat_targets(ours) == sorted(f"{web1_up.address}:{port}" for port in (80, 443, 5353))
     assert sorted(lab.libvirt_rules(after)) == libvirt_before
-    assert_one_jump_on_top(lab, after)
+    assert_one_accept_on_top(lab, after)
 
 
 def test_shutdown_and_destroy_remove_every_rule(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
@@ -416,7 +460,7 @@ def test_shutdown_and_destroy_remove_every_rule(portfwd_lab: PortfwdLab, web1_up
         if lab.domain_state("web1") != "running":
             start(lab, web1_up)
             wait_web1(lab, web1_up, LEASE_TIMEOUT)
-        lines = lab.iptables_save()
+        lines = lab.ruleset()
         libvirt_before = sorted(lab.libvirt_rules(lines))
         assert lab.our_rules(lines)
 
@@ -425,8 +469,8 @@ def test_shutdown_and_destroy_remove_every_rule(portfwd_lab: PortfwdLab, web1_up
         gone = wait_until(lambda: lab.our_rules() == [], GONE_TIMEOUT, f"our rules to go after {how}")
         note(lab, f"s2 shut off -> rules gone ({how})", gone)
         assert_silent(lab, how, lambda: http(lab, 2080), lambda: http(lab, 20443), lambda: udp(lab, 5353))
-        text = lab.run_in_host(["iptables-save"]).stdout
-        assert "PORTFWD" not in text and "libvirt-portfwd" not in text, text
+        text = lab.run_in_host(["iptables-save"]).stdout + lab.run_in_host(["nft", "list", "ruleset"]).stdout
+        assert not re.search("PORTFWD|libvirt-portfwd|libvirt_portfwd", text), text
         assert sorted(lab.libvirt_rules()) == libvirt_before
         assert lab.status() == []
         assert not any(Path(RUN_DIR, "domains").glob("*.json"))
@@ -508,19 +552,19 @@ def test_two_vms_started_at_once(portfwd_lab: PortfwdLab, vms: Vms) -> None:
     note(lab, "s8 both virsh start (parallel)", max(starts), ", ".join(f"{s:.2f} s" for s in starts))
     note(lab, "s8 start -> both forwards answer", time.monotonic() - began)
 
-    lines = lab.iptables_save()
+    lines = lab.ruleset()
     ours = lab.our_rules(lines)
     assert not duplicates(ours)
     for i, guest in enumerate(pair):
         assert dnat_targets(rules_of(lab, guest.uuid)) == [f"{guest.address}:5353", f"{guest.address}:80"]
         assert (f"tcp *:{3080 + i}", f"{guest.address}:80", "live", "yes") in status_rows(lab, guest.name)
-    assert_one_jump_on_top(lab, lines)
+    assert_one_accept_on_top(lab, lines)
 
     with ThreadPoolExecutor(2) as pool:
         stops = list(pool.map(lab.destroy, [guest.name for guest in pair]))
     note(lab, "s8 both virsh destroy (parallel)", max(stops))
-    uuids = {guest.uuid for guest in pair}
-    wait_until(lambda: not rule_uuids(lab.our_rules()) & uuids, GONE_TIMEOUT, "both VMs' rules to go")
+    pair_uuids = {guest.uuid for guest in pair}
+    wait_until(lambda: not uuids(lab.our_rules()) & pair_uuids, GONE_TIMEOUT, "both VMs' rules to go")
     for guest in pair:
         assert status_rows(lab, guest.name) == []
     assert_silent(lab, "after destroy", lambda: http(lab, 3080), lambda: http(lab, 3081))

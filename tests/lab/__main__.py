@@ -12,20 +12,24 @@ import logging
 import sys
 
 from .guest import HTTP_PORTS, UDP_PORTS
-from .host import Lab, missing_prerequisites
+from .host import FIREWALL_BACKENDS, Lab, missing_prerequisites
 from .proc import LabError
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python3 -m tests.lab", description=__doc__.splitlines()[0])
     parser.add_argument("guests", nargs="*", default=["lab1"], help="guest (domain) names to boot")
+    parser.add_argument(
+        "--firewall-backend", choices=FIREWALL_BACKENDS, help="libvirt's firewall_backend (default: as packaged)"
+    )
     parser.add_argument("--keep-workdir", action="store_true", help="keep serial logs and XML after teardown")
     return parser.parse_args(argv)
 
 
 def describe(lab: Lab) -> str:
     lines = [
-        f"host namespace   {lab.host_ns}  ({lab.host_addr}, bridge {lab.bridge})",
+        f"host namespace   {lab.host_ns}  ({lab.host_addr}, bridge {lab.bridge}, "
+        f"libvirt firewall {lab.firewall_backend or 'as packaged'})",
         f"client namespace {lab.client_ns}  ({lab.client_addr})",
         f"workdir          {lab.workdir}",
     ]
@@ -48,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"lab: missing {', '.join(missing)} (run tests/lab/install_deps.sh as root)", file=sys.stderr)
         return 1
     try:
-        with Lab(keep_workdir=args.keep_workdir) as lab:
+        with Lab(keep_workdir=args.keep_workdir, firewall_backend=args.firewall_backend) as lab:
             for name in args.guests:
                 lab.start_guest(name)
             print(describe(lab))

@@ -64,6 +64,9 @@ NETWORK = "default"
 NETWORK_TEMPLATE = Path("/usr/share/libvirt/networks/default.xml")
 LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
 LEASE_DIR = Path("/var/lib/libvirt/dnsmasq")
+LIBVIRT_NETWORK_CONF = Path("/etc/libvirt/network.conf")
+FIREWALL_BACKENDS = ("iptables", "nftables")
+TC_WRAPPER = Path(__file__).with_name("tc_wrapper.sh")
 STATE_DIR = Path("/run/libvirt-portfwd-lab")
 HOST_ADDR = "203.0.113.1"
 CLIENT_ADDR = "203.0.113.2"
@@ -189,8 +192,11 @@ class Lab:
     Parameters:
         workdir: where domain XML, serial logs and daemon logs go (a new temp dir if None).
         suffix: namespace suffix (random if None): namespaces are pfhost-SUFFIX, pfclient-SUFFIX.
-        path_prepend: directories put first in libvirtd's PATH (hooks inherit it), e.g. a
-            directory with a `tc` wrapper.
+        path_prepend: directories put first in libvirtd's PATH (hooks inherit it).
+        firewall_backend: libvirt's ``firewall_backend`` ("iptables" or "nftables"; None: the
+            packaged default). Given to libvirtd alone, as its /etc/libvirt/network.conf (a bind
+            mount in the mount namespace libvirtd runs in; the file on disk is not changed).
+            "nftables" also puts tests/lab/tc_wrapper.sh first in libvirtd's PATH as ``tc``.
         before_libvirtd: called with the lab after the namespaces exist and before libvirtd
             starts, e.g. to run install.sh so libvirtd finds the hooks at start.
         keep_workdir: keep a workdir the lab made at close (one passed in is always kept).
@@ -203,6 +209,7 @@ class Lab:
         workdir: Path | None = None,
         suffix: str | None = None,
         path_prepend: Sequence[str] = (),
+        firewall_backend: str | None = None,
         before_libvirtd: Callable[[Lab], None] | None = None,
         keep_workdir: bool = False,
         lock_timeout: float = 600.0,
@@ -215,6 +222,9 @@ class Lab:
         self.network = NETWORK
         self.bridge = "virbr0"
         self.path_prepend = tuple(path_prepend)
+        if firewall_backend not in (None, *FIREWALL_BACKENDS):
+            raise LabError(f"firewall_backend: {firewall_backend!r} is not one of {FIREWALL_BACKENDS}")
+        self.firewall_backend = firewall_backend
         self.before_libvirtd = before_libvirtd
         self.keep_workdir = keep_workdir
         self.lock_timeout = lock_timeout
@@ -247,6 +257,7 @@ class Lab:
             self._clean_stale_lab()
             self._refuse_foreign_libvirtd()
             self._make_workdir()
+            self._write_libvirt_config()
             self._record = _Record(
                 self.host_ns, self.client_ns, str(self.workdir) if self._own_workdir and not self.keep_workdir else ""
             )
@@ -351,6 +362,16 @@ class Lab:
             self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
 
+    def _write_libvirt_config(self) -> None:
+        if self.firewall_backend is None:
+            return
+        (self.workdir / "network.conf").write_text(f'firewall_backend = "{self.firewall_backend}"\n')
+        if self.firewall_backend == "nftables":
+            bin_dir = self.workdir / "bin"
+            bin_dir.mkdir(exist_ok=True)
+            shutil.copy(TC_WRAPPER, bin_dir / "tc")
+            self.path_prepend = (str(bin_dir), *self.path_prepend)
+
     # --- namespaces ----------------------------------------------------------------------------
 
     def _create_namespaces(self) -> None:
@@ -407,10 +428,16 @@ class Lab:
 
     def _spawn_daemon(self, name: str) -> None:
         pidfile = STATE_DIR / f"{name}.pid"
+        argv = [name, "-d", "-p", str(pidfile)]
+        if name == "libvirtd" and self.firewall_backend is not None:
+            # `ip netns exec` gives the command a mount namespace of its own (slave to ours):
+            # the bind mount is libvirtd's alone, and goes when it exits.
+            config = str(self.workdir / "network.conf")
+            argv = ["sh", "-c", f'mount --bind "$0" {LIBVIRT_NETWORK_CONF} && exec "$@"', config, *argv]
         with open(self.workdir / f"{name}.out", "ab") as out:
             try:
                 result = subprocess.run(
-                    ["ip", "netns", "exec", self.host_ns, name, "-d", "-p", str(pidfile)],
+                    ["ip", "netns", "exec", self.host_ns, *argv],
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,

@@ -103,9 +103,7 @@ def test_our_accept_stays_above_libvirts_reject(lab: Lab) -> None:
     if lab.kind == "iptables":
         lab.exec(lab.host, "iptables", "-I", "FORWARD", "1", "-j", "LIBVIRT_FWI")
     else:
-        lab.exec(
-            lab.host, "nft", "insert", "rule", "ip", "libvirt_network", "guest_input", "oifname", "virbr0", "reject"
-        )
+        lab.exec(lab.host, "nft", "insert", "rule", "ip", "libvirt_network", "guest_input", "oif", "virbr0", "reject")
     assert lab.probe("tcp", 20443).startswith("ERROR")
     assert lab.hook("web1", guide_xml(), "reconnect").returncode == 0
     assert first_forward_rule(lab) == ours

@@ -43,8 +43,8 @@ def libvirt_reloads_its_rules(lab: Lab) -> None:
     else:
         lab.exec(lab.host, "nft", "flush", "chain", "ip", "libvirt_network", "guest_input")
         for rule in (
-            'oifname "virbr0" counter reject',
-            'oifname "virbr0" ip daddr 192.168.122.0/24 ct state established,related counter accept',
+            'oif "virbr0" counter reject',
+            'oif "virbr0" ip daddr 192.168.122.0/24 ct state established,related counter accept',
         ):
             lab.exec(lab.host, "nft", f"insert rule ip libvirt_network guest_input {rule}")
 

@@ -1,0 +1,144 @@
+"""install.sh where systemd runs: a real systemd as PID 1 of a container made of namespaces.
+
+These machines run no systemd, so the test boots one: new PID, mount, network, cgroup, UTS and
+IPC namespaces, a tmpfs over /run (systemd's /run/systemd/system is what install.sh looks
+for), and a unit path of an empty target plus /etc/systemd/system, where install.sh writes its
+units (and empty stand-ins for the targets services depend on: nothing of the machine's own
+configuration starts). install.sh then runs inside it
+(nsenter) as an admin runs it; the watcher must be enabled and running, the boot-time sync
+enabled, and ``--uninstall`` must stop and remove both.
+"""
+
+import contextlib
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import REPO, need_root
+
+pytestmark = pytest.mark.netns
+
+SYSTEMD = Path("/lib/systemd/systemd")
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+UNIT_DIR = Path("/etc/systemd/system")
+UNITS = ("libvirt-portfwd-watch.service", "libvirt-portfwd-sync.service")
+HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
+PREFIX = Path("/opt/libvirt-portfwd")
+CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
+WHEELS = REPO / ".cache" / "wheels"
+TARGETS = (
+    "lab.target",
+    "sysinit.target",
+    "basic.target",
+    "shutdown.target",
+    "multi-user.target",
+    "network-online.target",
+)
+BOOT = (
+    "mount -t tmpfs -o mode=0755 libvirt-portfwd-test /run && exec env -i container=libvirt-portfwd-test "
+    'SYSTEMD_UNIT_PATH="$0:/etc/systemd/system" "$1" --unit=lab.target --log-target=console'
+)
+
+
+class Container:
+    """systemd as PID 1 in its own namespaces; commands run inside with nsenter."""
+
+    def __init__(self, units: Path, log: Path) -> None:
+        units.mkdir()
+        for target in TARGETS:  # what services depend on by default, empty: nothing else starts
+            (units / target).write_text(f"[Unit]\nDescription={target} (libvirt-portfwd test container)\n")
+        self.log = log
+        self.cgroups_before = cgroup_dirs()
+        with open(log, "wb") as out:
+            self.unshare = subprocess.Popen(
+                ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup", "--net", "--uts", "--ipc",
+                 "--propagation", "private", "sh", "-c", BOOT, str(units), str(SYSTEMD)],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
+            )  # fmt: skip
+        self.pid = self._systemd_pid()
+
+    def _systemd_pid(self, timeout: float = 10.0) -> int:
+        deadline = time.monotonic() + timeout
+        children = Path(f"/proc/{self.unshare.pid}/task/{self.unshare.pid}/children")
+        while time.monotonic() < deadline:
+            for pid in children.read_text().split() if children.exists() else []:
+                if Path(f"/proc/{pid}/comm").read_text().strip() == "systemd":
+                    return int(pid)
+            time.sleep(0.05)
+        raise AssertionError(f"systemd did not start: {self.log.read_text()[-2000:]}")
+
+    def run(
+        self, *argv: str, env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", *argv],
+            capture_output=True, text=True, env=env, timeout=timeout, check=False,
+        )  # fmt: skip
+
+    def wait_running(self, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while (state := self.run("systemctl", "is-system-running").stdout.strip()) not in ("running", "degraded"):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"systemd is {state!r} after {timeout} s: {self.log.read_text()[-2000:]}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        os.kill(self.pid, 9)  # PID 1 of its namespace: everything in it goes too
+        self.unshare.wait(timeout=30)
+        for path in sorted(cgroup_dirs() - self.cgroups_before, reverse=True):  # the cgroups it made, now empty
+            with contextlib.suppress(OSError):
+                path.rmdir()
+
+
+def cgroup_dirs() -> set[Path]:
+    return {path for path in CGROUP_ROOT.glob("*/**/") if path.is_dir()}
+
+
+@pytest.fixture
+def container(tmp_path: Path) -> Iterator[Container]:
+    need_root()
+    if not SYSTEMD.exists():
+        pytest.fail(f"{SYSTEMD} is missing (tests/run installs the systemd package)", pytrace=False)
+    present = [str(p) for p in (HOOK, PREFIX, *(UNIT_DIR / unit for unit in UNITS)) if p.exists()]
+    if present:
+        pytest.fail(f"libvirt-portfwd is already installed on this machine: {present}", pytrace=False)
+    box = Container(tmp_path / "units", tmp_path / "systemd.log")
+    try:
+        box.wait_running()
+        yield box
+    finally:
+        if HOOK.exists() or PREFIX.exists():
+            box.run(str(REPO / "install.sh"), "--uninstall", timeout=120)
+        box.stop()
+        CONFIG.unlink(missing_ok=True)
+
+
+def test_install_enables_and_starts_the_watcher_where_systemd_runs(container: Container) -> None:
+    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
+    installed = container.run(str(REPO / "install.sh"), env=env, timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert f"services enabled: {' '.join(UNITS)}" in installed.stdout
+
+    for unit in UNITS:
+        assert container.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled", unit
+        text = (UNIT_DIR / unit).read_text()
+        assert f"ExecStart={PREFIX}/venv/bin/libvirt-portfwd --config {CONFIG} " in text and "@" not in text
+    show = container.run("systemctl", "show", "-p", "ActiveState,SubState,MainPID", UNITS[0]).stdout
+    assert "ActiveState=active" in show and "SubState=running" in show, show + container.log.read_text()[-2000:]
+    main_pid = show.split("MainPID=")[1].split()[0]
+    deadline = time.monotonic() + 10.0
+    while not container.run("pgrep", "-P", main_pid, "-f", "^nft monitor").stdout.split():
+        assert time.monotonic() < deadline, f"the watcher runs no `nft monitor`: {container.run('ps', 'axf').stdout}"
+        time.sleep(0.1)
+    verify = container.run("systemd-analyze", "verify", *(str(UNIT_DIR / unit) for unit in UNITS))
+    assert not [line for line in verify.stderr.splitlines() if "libvirt-portfwd" in line], verify.stderr
+
+    removed = container.run(str(REPO / "install.sh"), "--uninstall", timeout=120)
+    assert removed.returncode == 0, removed.stdout + removed.stderr
+    assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() in ("inactive", "unknown")
+    assert not any((UNIT_DIR / unit).exists() for unit in UNITS)
+    assert not list(UNIT_DIR.glob(f"*.wants/{UNITS[0]}")) and not list(UNIT_DIR.glob(f"*.wants/{UNITS[1]}"))
