@@ -21,6 +21,9 @@ from pathlib import Path
 import scenario
 
 REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # tests/netns/topology.py: the namespaces, shared with the tests
+from tests.netns import topology  # noqa: E402
+
 SNAPSHOT_PATHS = (
     "libvirt_portfwd",
     "templates",
@@ -148,36 +151,24 @@ class Lab:
 
     # -- namespaces ---------------------------------------------------------------------------
     def create(self) -> None:
-        h, g, c = self.host, self.guest, self.client
-        for ns in (h, g, c):
+        for ns in (self.host, self.guest, self.client):
             sh("ip", "netns", "add", ns)
             self.namespaces.append(ns)
-            self.ip(ns, "link", "set", "lo", "up")
-        self.ip(h, "link", "add", "virbr0", "type", "bridge")
-        self.ip(h, "addr", "add", "192.168.122.1/24", "dev", "virbr0")
-        self.ip(h, "link", "set", "virbr0", "up")
-        self.ip(h, "link", "add", "vnet0", "type", "veth", "peer", "name", "eth0", "netns", g)
-        self.ip(h, "link", "set", "vnet0", "master", "virbr0", "up")
-        self.ip(g, "link", "set", "eth0", "address", scenario.GUEST_MAC, "up")
-        self.ip(g, "addr", "add", f"{scenario.GUEST_ADDRESS}/24", "dev", "eth0")
-        self.ip(g, "route", "add", "default", "via", "192.168.122.1")
-        self.ip(h, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", c)
-        self.ip(h, "addr", "add", f"{scenario.HOST_ADDRESS}/24", "dev", "uplink0")
-        self.ip(h, "addr", "add", f"{scenario.BULK_ADDRESS}/24", "dev", "uplink0")
-        self.ip(h, "link", "set", "uplink0", "up")
-        self.ip(c, "addr", "add", f"{scenario.CLIENT_ADDRESS}/24", "dev", "eth0")
-        self.ip(c, "link", "set", "eth0", "up")
-        self.ip(c, "route", "add", "192.168.122.0/24", "via", scenario.HOST_ADDRESS)
-        sh("ip", "netns", "exec", h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        sh("ip", "netns", "exec", c, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
-        if self.kind == "nftables":
-            sh("ip", "netns", "exec", h, "nft", "-f", str(self.source / "tests" / "data" / "libvirt-nftables.nft"))
-        else:
-            rules = (self.source / "tests" / "data" / "libvirt-iptables.rules").read_text()
-            sh("ip", "netns", "exec", h, "iptables-restore", "--noflush", input=rules)
-
-    def ip(self, ns: str, *args: str) -> None:
-        sh("ip", "-n", ns, *args)
+        try:
+            topology.build(
+                self.host,
+                self.guest,
+                self.client,
+                host_addresses=(scenario.HOST_ADDRESS, scenario.BULK_ADDRESS),
+                client_address=scenario.CLIENT_ADDRESS,
+                guest_mac=scenario.GUEST_MAC,
+                guest_address=scenario.GUEST_ADDRESS,
+                libvirt_firewall=self.kind,
+                data=self.source / "tests" / "data",
+            )
+        except subprocess.CalledProcessError as exc:
+            raise BenchError(f"{' '.join(exc.cmd)}: exit {exc.returncode}: {exc.stderr}") from None
+        sh("ip", "netns", "exec", self.client, "sysctl", "-qw", "net.ipv4.ip_local_port_range=10000 65000")
 
     def start_guest_server(self) -> None:
         """The guest's TCP service (tests/data/guest_server.py) on the data path's guest port."""

@@ -23,6 +23,7 @@ import pytest
 
 from libvirt_portfwd import names
 from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
+from tests.netns import topology
 
 GUEST_MAC = "52:54:00:aa:bb:cc"
 GUEST_ADDRESS = "192.168.122.178"
@@ -104,32 +105,17 @@ class Lab:
     def create(self) -> None:
         for ns in (self.host, self.guest, self.client):
             sh("ip", "netns", "add", ns)
-            self.ip(ns, "link", "set", "lo", "up")
-        h, g, c = self.host, self.guest, self.client
-        self.ip(h, "link", "add", "virbr0", "type", "bridge")
-        self.ip(h, "addr", "add", "192.168.122.1/24", "dev", "virbr0")
-        self.ip(h, "link", "set", "virbr0", "up")
-        self.ip(h, "link", "add", "vnet0", "type", "veth", "peer", "name", "eth0", "netns", g)
-        self.ip(h, "link", "set", "vnet0", "master", "virbr0", "up")
-        self.ip(g, "link", "set", "eth0", "address", GUEST_MAC, "up")
-        self.ip(g, "addr", "add", f"{GUEST_ADDRESS}/24", "dev", "eth0")
-        self.ip(g, "route", "add", "default", "via", "192.168.122.1")
-        self.ip(h, "link", "add", "uplink0", "type", "veth", "peer", "name", "eth0", "netns", c)
-        self.ip(h, "addr", "add", f"{HOST_ADDRESS}/24", "dev", "uplink0")
-        self.ip(h, "addr", "add", f"{HOST_ADDRESS_2}/24", "dev", "uplink0")
-        self.ip(h, "link", "set", "uplink0", "up")
-        self.ip(c, "addr", "add", f"{CLIENT_ADDRESS}/24", "dev", "eth0")
-        self.ip(c, "link", "set", "eth0", "up")
-        self.ip(c, "route", "add", "192.168.122.0/24", "via", HOST_ADDRESS)
-        self.exec(h, "sysctl", "-qw", "net.ipv4.ip_forward=1")
-        # as on a libvirt host without br_netfilter: bridged frames do not pass through iptables
-        # (where it is loaded, hairpin replies would be un-NATed on the bridge and hide a bug)
-        if Path("/proc/sys/net/bridge/bridge-nf-call-iptables").exists():
-            self.exec(h, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
-        if self.kind == "iptables":
-            self.exec(h, "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
-        else:
-            self.exec(h, "nft", "-f", str(DATA / "libvirt-nftables.nft"))
+        topology.build(
+            self.host,
+            self.guest,
+            self.client,
+            host_addresses=(HOST_ADDRESS, HOST_ADDRESS_2),
+            client_address=CLIENT_ADDRESS,
+            guest_mac=GUEST_MAC,
+            guest_address=GUEST_ADDRESS,
+            libvirt_firewall=self.kind,
+            data=DATA,
+        )
         self.write_network()
         self.write_leases({GUEST_MAC: GUEST_ADDRESS})
         self.write_config("lease_wait: 20\n")
