@@ -35,10 +35,12 @@ def main(argv: list[str] | None = None) -> int:
         from .hook import main as hook_main
 
         return hook_main([args.domain, args.operation, args.suboperation, args.extra], args.config)
-    from . import log
+    from . import log, render
 
+    paths = Paths(root=args.root, config=args.config)
+    render.use_cache(paths.run_dir)
     try:
-        return int(args.run(args, Paths(root=args.root, config=args.config)))
+        return int(args.run(args, paths))
     except UsageError as exc:
         log.error(f"usage: {exc}")
         return 2

@@ -61,8 +61,10 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
 
 def _run(name: str, operation: str, xml: bytes, paths: Paths) -> int:
     """The hook's error boundary: one line per failure; exit 1 only where a start may fail."""
-    from . import log
+    from . import log, render
     from .errors import PortfwdError
+
+    render.use_cache(paths.run_dir)
 
     try:
         if operation in REMOVE:
@@ -140,10 +142,11 @@ def main_network(argv: list[str], config_path: str | None = None) -> int:
     paths = Paths(config=config_path)
     if not os.path.exists(paths.index):
         return 0  # no forward was ever recorded
-    from . import log
+    from . import log, render
     from .actions import repair
     from .errors import PortfwdError
 
+    render.use_cache(paths.run_dir)
     try:
         repaired = repair(paths)
     except PortfwdError as exc:

@@ -2,15 +2,25 @@
 
 templates/ sits at the top of the checkout and is installed to <prefix>/share/libvirt-portfwd/
 templates; template_dir() finds it the same way in both.
+
+Rendered text is cached (``use_cache``: a directory under the run dir, root's only): a domain
+restarted with the same forwards on the same firewall state renders the same ruleset, and then
+jinja2 (the largest import of a hook run) is not imported at all. The key is the template's
+name, its file's and this code's stamps (path, mtime, size) and the repr of the context (frozen
+dataclasses of tuples, strings and addresses: deterministic), so any change is a miss.
 """
 
+import os
 import sys
+import zlib
 from functools import cache
 from pathlib import Path
-
-import jinja2
+from typing import TYPE_CHECKING
 
 from . import names
+
+if TYPE_CHECKING:
+    import jinja2
 
 TEMPLATE_SUBDIR = ("share", "libvirt-portfwd", "templates")
 
@@ -27,7 +37,9 @@ def template_dir() -> Path:
 
 
 @cache
-def environment() -> jinja2.Environment:
+def environment() -> "jinja2.Environment":
+    import jinja2
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(template_dir())),
         undefined=jinja2.StrictUndefined,
@@ -52,8 +64,58 @@ def environment() -> jinja2.Environment:
     return env
 
 
-def render(template: str, **context: object) -> str:
-    return environment().get_template(template).render(**context)
+CACHE_LIMIT = 256  # entries; the oldest half goes when a write finds more
+CACHE_ENTRY_MAX = 128 * 1024  # characters of key and text: larger renders (rebuilds) are not kept
+_cache_dir: str | None = None
+
+
+def use_cache(run_dir: str) -> None:
+    """Cache rendered text in RUN_DIR/render (created 0700)."""
+    global _cache_dir
+    _cache_dir = os.path.join(run_dir, "render")
+
+
+def render(template: str, *, cached: bool = True, **context: object) -> str:
+    """The template rendered with context; ``cached``: look in and fill the cache (callers say
+    False for rebuilds of many domains, whose repr alone would cost more than it saves)."""
+    if _cache_dir is None or not cached:
+        return environment().get_template(template).render(**context)
+    key = f"{template}\n{_stamps(template)}\n{sorted(context.items())!r}\0"
+    path = os.path.join(_cache_dir, f"{zlib.crc32(key.encode()):08x}-{len(key)}")
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        if text.startswith(key):
+            return text[len(key) :]
+    except OSError:
+        pass
+    rendered = environment().get_template(template).render(**context)
+    if len(key) + len(rendered) <= CACHE_ENTRY_MAX:
+        _store(_cache_dir, path, key + rendered)
+    return rendered
+
+
+@cache
+def _stamps(template: str) -> str:
+    files = (template_dir() / template, Path(__file__), Path(names.__file__))
+    return " ".join(f"{f}:{(st := f.stat()).st_mtime_ns}:{st.st_size}" for f in files)
+
+
+def _store(directory: str, path: str, text: str) -> None:
+    """Atomically, best effort: a cache that cannot be written is only slower."""
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        entries = os.listdir(directory)
+        if len(entries) >= CACHE_LIMIT:
+            stamped = sorted(entries, key=lambda e: os.stat(os.path.join(directory, e)).st_mtime_ns)
+            for entry in stamped[: len(stamped) // 2]:
+                os.unlink(os.path.join(directory, entry))
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except OSError:
+        pass
 
 
 def quote(text: str) -> str:

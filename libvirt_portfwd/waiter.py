@@ -11,7 +11,7 @@ import os
 import sys
 import time
 
-from . import log
+from . import log, render
 from .actions import apply_waiting
 from .config import load_config
 from .errors import PortfwdError
@@ -28,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("token")
     args = parser.parse_args(argv)
     paths = Paths(config=args.config)
+    render.use_cache(paths.run_dir)
     try:
         return wait(paths, args.uuid, args.token)
     except PortfwdError as exc:

@@ -39,8 +39,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def watch(paths: Paths, period: float) -> None:
+    from . import render
     from .actions import repair
 
+    render.use_cache(paths.run_dir)
     log.info("watcher started")
     repair(paths)
     monitor = subprocess.Popen(

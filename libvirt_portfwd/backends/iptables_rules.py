@@ -163,7 +163,7 @@ def _render_removals(uuid: str) -> dict[str, str]:
 def _render(tx: Transaction) -> str:
     from ..render import render  # jinja2: only where a ruleset is rendered, not on every import
 
-    return render("iptables.j2", tx=tx, mark=MARK)
+    return render("iptables.j2", cached=len(tx.plans) <= 1, tx=tx, mark=MARK)  # one domain, not a rebuild
 
 
 def observe_chains() -> dict[str, Observed]:

@@ -140,7 +140,8 @@ def observe_gate() -> Gate:
 def _render(tx: Transaction) -> str:
     from ..render import render
 
-    return render("nftables.j2", tx=tx, mark=f"{names.CT_MARK:#010x}", gate=GATE)
+    cached = len(tx.add) + len(tx.remove) <= 1  # one domain's change, not a rebuild
+    return render("nftables.j2", cached=cached, tx=tx, mark=f"{names.CT_MARK:#010x}", gate=GATE)
 
 
 def live_uuids() -> set[str]:

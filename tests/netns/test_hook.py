@@ -295,3 +295,25 @@ def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation:
     assert "libvirt_portfwd.hook" in imported
     assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2", "yaml")}
     assert not [line for line in proc.stderr.splitlines() if "import time:" not in line]  # and says nothing
+
+
+def test_a_restart_with_the_same_forwards_renders_without_jinja2(lab: Lab) -> None:
+    """The rendered rules are cached (render.py): the second start of a domain with the same
+    forwards on the same firewall renders nothing, so jinja2 is not even imported, and the rules
+    and traffic are those of the first start."""
+    for proc in lab.start("web1", guide_xml()):
+        assert proc.returncode == 0, proc.stderr
+    first = sorted(lab.our_rules())
+    for proc in lab.stop("web1", guide_xml()):
+        assert proc.returncode == 0, proc.stderr
+    argv = lab.hook_argv("web1", "started")
+    python_at = argv.index(PYTHON)
+    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
+    proc = subprocess.run(argv, input=guide_xml(), capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0, proc.stderr
+    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    assert "libvirt_portfwd.render" in imported and "lxml.etree" in imported
+    assert not {m for m in imported if m.split(".")[0] == "jinja2"}
+    assert sorted(lab.our_rules()) == first
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+    assert any((lab.root / "run/libvirt-portfwd/render").iterdir())
