@@ -35,6 +35,7 @@ SNAPSHOT_PATHS = (
     "tests/lab",
     "tests/e2e/__init__.py",
     "tests/e2e/portfwd_lab.py",
+    "tests/e2e/ruleset.py",
     "setup.cfg",
     "pyproject.toml",
     "README.md",
