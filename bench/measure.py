@@ -333,18 +333,21 @@ class Lifecycle:
 
 
 def lifecycles(host: Host, counts: dict[int, int]) -> list[Row]:
-    """Section 2: the domains with 1, 10 and 100 forwards in turn (round-robin), ``counts[n]`` cycles each."""
-    runs: dict[object, Lifecycle] = {n: Lifecycle(host, n, f"path.{n}", n, "2", None) for n in counts}
-    for n in (10, 100):  # the same domains' first start: nothing rendered before
-        runs[(n, "cold")] = Lifecycle(host, n, f"path.{n}.cold", n, "2", None, cold=True)
-    for run in runs.values():  # one unrecorded cycle each: first-run effects (page cache, template cache)
-        run.cycle()
-        run.reset()
-    for i in range(max(counts.values())):
-        for run in runs.values():
-            if i < counts[run.forwards]:
-                run.cycle()
-    return [r for run in runs.values() for r in run.rows()]
+    """Section 2: the domains with 1, 10 and 100 forwards in turn (round-robin), ``counts[n]`` cycles
+    each, restarted as they were; then the 10 and 100 forward domains' first start (render cache
+    emptied before each cycle: a phase of its own, since emptying it makes every domain's start cold)."""
+    rows = []
+    for phase in ({n: Lifecycle(host, n, f"path.{n}", n, "2", None) for n in counts},
+                  {n: Lifecycle(host, n, f"path.{n}.cold", n, "2", None, cold=True) for n in (10, 100)}):  # fmt: skip
+        for run in phase.values():  # one unrecorded cycle each: first-run effects (page cache, template cache)
+            run.cycle()
+            run.reset()
+        for i in range(max(counts.values())):
+            for n, run in phase.items():
+                if i < counts[n]:
+                    run.cycle()
+        rows += [r for run in phase.values() for r in run.rows()]
+    return rows
 
 
 def beside_others(host: Host, others: int, repeats: int) -> list[Row]:
