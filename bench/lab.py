@@ -234,8 +234,9 @@ class Lab:
     def jinja2_cache_files(self) -> list[Path]:
         """The compiled templates our hook runs left in jinja2's per-user cache in /tmp.
 
-        The package keeps them in jinja2's default FileSystemBytecodeCache, keyed by
-        sha1("<name>|<template path>"): a temporary venv leaves entries nobody will use again.
+        Commits before 1afbca4 kept them in jinja2's default FileSystemBytecodeCache (later ones in
+        the run dir, under the temporary root), keyed by sha1("<name>|<template path>"): a
+        temporary venv leaves entries nobody will use again (``--ref`` of such a commit).
         """
         templates = Path(self.python).parent.parent / "share" / "libvirt-portfwd" / "templates"
         cache = Path(tempfile.gettempdir()) / f"_jinja2-cache-{os.getuid()}"

@@ -48,8 +48,7 @@ def environment() -> "jinja2.Environment":
         keep_trailing_newline=True,
         autoescape=False,
         # compiling the template costs more than the rest of a hook run: keep the compiled code
-        # (jinja2's per-user cache directory, created private, under the temp dir)
-        bytecode_cache=jinja2.FileSystemBytecodeCache(),
+        bytecode_cache=jinja2.FileSystemBytecodeCache(_bytecode_dir()),
     )
     env.filters.update(
         chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports, quote=quote
@@ -67,6 +66,19 @@ def environment() -> "jinja2.Environment":
 CACHE_LIMIT = 256  # entries; the oldest half goes when a write finds more
 CACHE_ENTRY_MAX = 128 * 1024  # characters of key and text: larger renders (rebuilds) are not kept
 _cache_dir: str | None = None
+
+
+def _bytecode_dir() -> str | None:
+    """RUN_DIR/jinja2 beside the render cache (removed with the run dir), else jinja2's default:
+    a private per-user directory under the temp dir (e.g. ``plan`` run as a user)."""
+    if _cache_dir is None:
+        return None
+    directory = os.path.join(os.path.dirname(_cache_dir), "jinja2")
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+    except OSError:
+        return None
+    return directory
 
 
 def use_cache(run_dir: str) -> None:

@@ -31,6 +31,7 @@ def test_a_hit_returns_the_text_rendered_before_and_a_change_renders_again(cache
     entries = list((cache.parent / "run" / "render").iterdir())
     assert len(entries) == 1 and entries[0].read_text().endswith(first)
     assert render.render("config.yaml", unused=("a", 1)) == first
+    assert list((cache.parent / "run" / "jinja2").glob("__jinja2_*.cache"))  # compiled: beside it, not in /tmp
     render.render("config.yaml", unused=("a", 2))  # another context: another entry
     assert len(list((cache.parent / "run" / "render").iterdir())) == 2
 
