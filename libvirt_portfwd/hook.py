@@ -61,10 +61,8 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
 
 def _run(name: str, operation: str, xml: bytes, paths: Paths) -> int:
     """The hook's error boundary: one line per failure; exit 1 only where a start may fail."""
-    from . import log, render
+    from . import log
     from .errors import PortfwdError
-
-    render.use_cache(paths.run_dir)
 
     try:
         if operation in REMOVE:
@@ -82,8 +80,10 @@ def _run(name: str, operation: str, xml: bytes, paths: Paths) -> int:
             check(xml, paths)
             return 0
         else:
+            from . import render
             from .actions import apply
 
+            render.use_cache(paths.run_dir)  # here only: stopped/release render nothing (prerendered)
             outcome = apply(xml, paths)
     except PortfwdError as exc:
         log.error(str(exc.for_domain(name)))

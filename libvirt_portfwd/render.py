@@ -14,24 +14,24 @@ import os
 import sys
 import zlib
 from functools import cache
-from pathlib import Path
-from typing import TYPE_CHECKING
 
 from . import names
 
+TYPE_CHECKING = False  # as elsewhere here: no `typing` import at run time
 if TYPE_CHECKING:
     import jinja2
 
 TEMPLATE_SUBDIR = ("share", "libvirt-portfwd", "templates")
 
 
-def template_dir() -> Path:
-    """The checkout's templates/ next to the package, else the installed copy under sys.prefix."""
+def template_dir() -> str:
+    """The checkout's templates/ next to the package, else the installed copy under sys.prefix.
+    (os.path, not pathlib: this module is on the hook's path even when nothing is rendered.)"""
     for candidate in (
-        Path(__file__).resolve().parent.parent / "templates",
-        Path(sys.prefix).joinpath(*TEMPLATE_SUBDIR),
+        os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "templates"),
+        os.path.join(sys.prefix, *TEMPLATE_SUBDIR),
     ):
-        if (candidate / "iptables.j2").is_file():
+        if os.path.isfile(os.path.join(candidate, "iptables.j2")):
             return candidate
     raise FileNotFoundError(f"libvirt-portfwd templates not found next to {__file__} nor under {sys.prefix}")
 
@@ -41,7 +41,7 @@ def environment() -> "jinja2.Environment":
     import jinja2
 
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(template_dir())),
+        loader=jinja2.FileSystemLoader(template_dir()),
         undefined=jinja2.StrictUndefined,
         trim_blocks=True,
         lstrip_blocks=True,
@@ -109,8 +109,8 @@ def render(template: str, *, cached: bool = True, **context: object) -> str:
 
 @cache
 def _stamps(template: str) -> str:
-    files = (template_dir() / template, Path(__file__), Path(names.__file__))
-    return " ".join(f"{f}:{(st := f.stat()).st_mtime_ns}:{st.st_size}" for f in files)
+    files = (os.path.join(template_dir(), template), __file__, names.__file__)
+    return " ".join(f"{f}:{(st := os.stat(f)).st_mtime_ns}:{st.st_size}" for f in files)
 
 
 def _store(directory: str, path: str, text: str) -> None:

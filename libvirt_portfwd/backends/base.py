@@ -25,6 +25,10 @@ class Backend(Protocol):
         the firewall; if the firewall was changed meanwhile, that is refused whole, and teardown
         rebuilds from the records instead."""
 
+    def bind(self, removal: str) -> str:
+        """A prerendered removal with what only the firewall at removal time knows filled in
+        (nftables: the handles of our gate in libvirt's chain). Renders nothing: stop path."""
+
     def rebuild(self, plans: list[Plan]) -> str:
         """Render the transaction that makes all of our rules exactly ``plans`` (sync, repair)."""
 

@@ -36,6 +36,10 @@ class IptablesBackend:
 
         return render_removals(plan.uuid)
 
+    def bind(self, removal: str) -> str:
+        """Prerendered whole: nothing to fill in."""
+        return removal
+
     def rebuild(self, plans: list[Plan]) -> str:
         from .iptables_rules import observe_tables, render_rebuild
 

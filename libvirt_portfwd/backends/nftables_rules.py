@@ -51,7 +51,7 @@ class Gate:
 
     present: bool  # libvirt's table and chain exist
     ok: bool  # exactly one gate, and it is the first rule
-    handles: tuple[int, ...] = ()
+    handles: tuple[int | str, ...] = ()  # a str: the stand-in nftables.bind() replaces
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ class Transaction:
     delete_table: bool = False
     add: tuple[DomainRules, ...] = ()
     remove: tuple[DomainRules, ...] = ()
-    gate_drop: tuple[int, ...] = ()
+    gate_drop: tuple[int | str, ...] = ()
     gate_insert: bool = False
     protocols: tuple[str, ...] = field(default=PROTOCOLS)
 
@@ -127,14 +127,10 @@ def render_rebuild(plans: list[Plan], gate: Gate) -> str:
 
 def observe_gate() -> Gate:
     """Read libvirt's guest_input chain (small: one rule per network and ours)."""
-    argv = ["nft", "-a", "list", "chain", "ip", names.LIBVIRT_NFT_TABLE, names.LIBVIRT_NFT_GATE_CHAIN]
-    [(code, out, _)] = run_all([argv])
-    if code != 0:
-        return Gate(present=False, ok=True)
-    rules = [line.strip() for line in out.splitlines() if "# handle " in line and not line.strip().startswith("chain")]
-    ours = [i for i, rule in enumerate(rules) if f'comment "{names.tag()}"' in rule]
-    handles = tuple(int(rules[i].rsplit("# handle ", 1)[1]) for i in ours)
-    return Gate(present=True, ok=ours == [0], handles=handles)
+    from .nftables import read_gate
+
+    present, ok, handles = read_gate()
+    return Gate(present=present, ok=ok, handles=handles)
 
 
 def _render(tx: Transaction) -> str:

@@ -19,6 +19,9 @@ class NoneBackend:
     def removal(self, plan: Plan) -> dict[str, str]:
         return {"other": "", "last": ""}
 
+    def bind(self, removal: str) -> str:
+        return removal
+
     def rebuild(self, plans: list[Plan]) -> str:
         return ""
 

@@ -282,19 +282,24 @@ NOTHING_TO_DO = [
 ]
 
 
+def hook_imports(lab: Lab, name: str, xml: str, operation: str, sub: str = "begin") -> tuple[str, set[str]]:
+    """Run the hook under ``python -X importtime``: (its stderr, the modules it imported)."""
+    argv = lab.hook_argv(name, operation, sub)
+    python_at = argv.index(PYTHON)
+    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
+    proc = subprocess.run(argv, input=xml, capture_output=True, text=True, timeout=30)
+    assert proc.returncode == 0 and proc.stdout == "", proc.stderr
+    return proc.stderr, {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+
+
 @pytest.mark.parametrize(("operation", "sub", "kind"), NOTHING_TO_DO)
 def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation: str, sub: str, kind: str) -> None:
     xml = guide_xml() if kind == "guide" else domain_xml("plain", WEB2)
     assert lab.hook("plain", domain_xml("plain", WEB2), "prepare").returncode == 0  # the config is parsed once
-    argv = lab.hook_argv("plain", operation, sub)
-    python_at = argv.index(PYTHON)
-    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
-    proc = subprocess.run(argv, input=xml, capture_output=True, text=True, timeout=10)
-    assert proc.returncode == 0 and proc.stdout == ""
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    stderr, imported = hook_imports(lab, "plain", xml, operation, sub)
     assert "libvirt_portfwd.hook" in imported
     assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2", "yaml")}
-    assert not [line for line in proc.stderr.splitlines() if "import time:" not in line]  # and says nothing
+    assert not [line for line in stderr.splitlines() if "import time:" not in line]  # and says nothing
 
 
 def test_a_restart_with_the_same_forwards_renders_without_jinja2(lab: Lab) -> None:
@@ -306,14 +311,52 @@ def test_a_restart_with_the_same_forwards_renders_without_jinja2(lab: Lab) -> No
     first = sorted(lab.our_rules())
     for proc in lab.stop("web1", guide_xml()):
         assert proc.returncode == 0, proc.stderr
-    argv = lab.hook_argv("web1", "started")
-    python_at = argv.index(PYTHON)
-    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
-    proc = subprocess.run(argv, input=guide_xml(), capture_output=True, text=True, timeout=30)
-    assert proc.returncode == 0, proc.stderr
-    imported = {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}
+    _, imported = hook_imports(lab, "web1", guide_xml(), "started")
     assert "libvirt_portfwd.render" in imported and "lxml.etree" in imported
     assert not {m for m in imported if m.split(".")[0] == "jinja2"}
     assert sorted(lab.our_rules()) == first
     assert lab.probe("tcp", 20443) == "guest tcp 443"
     assert any((lab.root / "run/libvirt-portfwd/render").iterdir())
+    # and stopping renders nothing: the removal was prerendered, the renderer is not even imported
+    assert_prerendered(*hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
+
+
+def assert_prerendered(stderr: str, imported: set[str]) -> None:
+    """A stop that applied its prerendered removal: no renderer, no XML parser (and no fallback)."""
+    assert "libvirt_portfwd.teardown" in imported
+    assert not {m for m in imported if m.split(".")[0] in ("jinja2", "lxml") or m == "libvirt_portfwd.render"}, stderr
+
+
+def test_last_stop_deletes_the_gate_by_the_handles_it_has_then(lab: Lab) -> None:
+    """nftables: the last removal is prerendered with a stand-in for the gate's handles; the stop
+    fills in the handles the gate has at that moment (here: moved since, so a new handle), and
+    with libvirt's table gone it deletes our table alone. iptables: nothing to fill in."""
+
+    def ours_left() -> list[str]:
+        return [line for line in lab.firewall().splitlines() if "libvirt-portfwd" in line or "PORTFWD" in line]
+
+    before = lab.firewall()
+    for proc in lab.start("web1", guide_xml()):
+        assert proc.returncode == 0, proc.stderr
+    if lab.kind == "nftables":  # ours flushed and put back (as a repair does): the gate has a new handle
+        first_handle = gate_handles(lab)
+        lab.flush_ours()
+        assert lab.hook("web1", guide_xml(), "reconnect").returncode == 0
+        assert gate_handles(lab) not in ([], first_handle)
+    assert ours_left()
+    assert_prerendered(*hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
+    assert lab.hook("web1", guide_xml(), "release", "end").returncode == 0
+    assert lab.firewall() == before
+
+    if lab.kind == "nftables":
+        for proc in lab.start("web1", guide_xml()):
+            assert proc.returncode == 0, proc.stderr
+        lab.exec(lab.host, "nft", "delete", "table", "ip", "libvirt_network")
+        for proc in lab.stop("web1", guide_xml()):
+            assert proc.returncode == 0, proc.stderr
+        assert ours_left() == []
+
+
+def gate_handles(lab: Lab) -> list[str]:
+    listing = lab.exec(lab.host, "nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input")
+    return [line.rsplit("# handle ", 1)[1] for line in listing.splitlines() if "libvirt-portfwd" in line]

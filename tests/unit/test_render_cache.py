@@ -16,7 +16,7 @@ from tests.conftest import PYTHON, REPO
 def cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     templates = tmp_path / "templates"
     shutil.copytree(REPO / "templates", templates)
-    monkeypatch.setattr(render, "template_dir", lambda: templates)
+    monkeypatch.setattr(render, "template_dir", lambda: str(templates))
     render.environment.cache_clear()
     render._stamps.cache_clear()
     render.use_cache(str(tmp_path / "run"))
