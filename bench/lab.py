@@ -21,8 +21,7 @@ from pathlib import Path
 import scenario
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # tests/netns/topology.py: the namespaces, shared with the tests
-from tests.netns import topology  # noqa: E402
+from tests.netns import fakehost  # noqa: E402  (on sys.path: scenario put the checkout there)
 
 SNAPSHOT_PATHS = (
     "libvirt_portfwd",
@@ -36,6 +35,7 @@ SNAPSHOT_PATHS = (
     "tests/e2e/__init__.py",
     "tests/e2e/portfwd_lab.py",
     "tests/e2e/ruleset.py",
+    "tests/installed.py",
     "setup.cfg",
     "pyproject.toml",
     "README.md",
@@ -156,7 +156,7 @@ class Lab:
             sh("ip", "netns", "add", ns)
             self.namespaces.append(ns)
         try:
-            topology.build(
+            fakehost.build(
                 self.host,
                 self.guest,
                 self.client,
@@ -183,8 +183,8 @@ class Lab:
 
     # -- the system files libvirt writes, the config, the installed hook ----------------------
     def write_root(self, bulk: int) -> None:
-        self._write("run/libvirt/network/default.xml", scenario.network_status(scenario.DEFAULT_NETWORK, self.kind))
-        self._write("run/libvirt/network/bulk.xml", scenario.network_status(scenario.BULK_NETWORK, self.kind))
+        self._write("run/libvirt/network/default.xml", scenario.default_network(self.kind))
+        self._write("run/libvirt/network/bulk.xml", scenario.bulk_network(self.kind))
         self._write(
             "var/lib/libvirt/dnsmasq/virbr0.status", scenario.leases_json({scenario.GUEST_MAC: scenario.GUEST_ADDRESS})
         )
@@ -207,11 +207,7 @@ class Lab:
         return self.root / "etc" / "libvirt" / "hooks" / "qemu.d" / "libvirt-portfwd"
 
     def _write(self, relative: str, text: str) -> None:
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        fakehost.write_atomic(self.root / relative, text)
 
     def info(self, description: str) -> LabInfo:
         return LabInfo(

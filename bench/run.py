@@ -155,20 +155,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             source = f"work tree (HEAD {head[:12]} + {len(work_tree_changes())} changed paths)"
         log(f"installing {source} into a venv from /usr/bin/python3 (non-editable)")
         lab.build_venv(args.venv)
-        log(f"namespaces {lab.host}, {lab.guest}, {lab.client}; root {lab.root}")
-        lab.create()
-        lab.write_root(bulk=BULK_DOMAINS)
-        lab.start_guest_server()
-        measured = measure(lab, source, args.quick)
-        lab.destroy()
+
+        def measure_host(host: Lab, what: str) -> dict[str, Any]:
+            log(f"{what}: namespaces {host.host}, {host.guest}, {host.client}; root {host.root}")
+            host.create()
+            host.write_root(bulk=BULK_DOMAINS)
+            host.start_guest_server()
+            result = measure(host, source, args.quick)
+            host.destroy()
+            return result
+
+        measured = measure_host(lab, "iptables host")
         nft = nftables_lab(workdir, lab)
         labs.append(nft)
-        log(f"nftables host: namespaces {nft.host}, {nft.guest}, {nft.client}; root {nft.root}")
-        nft.create()
-        nft.write_root(bulk=BULK_DOMAINS)
-        nft.start_guest_server()
-        nft_measured = measure(nft, source, args.quick)
-        nft.destroy()
+        nft_measured = measure_host(nft, "nftables host")
         measured["rows"] += nft_measured["rows"]
         measured["step_seconds"].update(nft_measured["step_seconds"])
         if not args.no_virsh:

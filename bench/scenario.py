@@ -9,66 +9,36 @@ network ``bulk`` (virbr1, 10.122.0.0/16, room for 1,000 leases); their addresses
 appear inside rules: no packet is sent to them.
 """
 
-import json
-import time
+import sys
+from pathlib import Path
 
-HOST_ADDRESS = "203.0.113.10"
-BULK_ADDRESS = "203.0.113.11"
-CLIENT_ADDRESS = "203.0.113.2"
-GUEST_MAC = "52:54:00:aa:bb:cc"
-GUEST_ADDRESS = "192.168.122.178"
-HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests/netns/fakehost.py, shared with the tests
+from tests.netns import fakehost
+from tests.netns.fakehost import CLIENT_ADDRESS, GUEST_ADDRESS, GUEST_MAC, HOOK_PATH, HOST_ADDRESS
+
+BULK_ADDRESS = fakehost.HOST_ADDRESS_2
 FIRST_PORT = 20000  # measured domains: host ports 20000.. -> guest ports 8000..
 BULK_FIRST_PORT = 30000  # other domains: 30000 + 10 * i + j
 BULK_FORWARDS = 10
 WEB_PORT, WEB_GUEST_PORT = 20443, 443  # the data path's forward
-
-NETWORK_XML = """<networkstatus>
-  <class_id bitmap='0-2'/>{firewall}
-  <network>
-    <name>{name}</name>
-    <uuid>{uuid}</uuid>
-    <forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward>
-    <bridge name='{bridge}' stp='on' delay='0'/>
-    <mac address='52:54:00:0a:0b:{mac}'/>
-    <ip address='{address}' netmask='{netmask}'>
-      <dhcp><range start='{first}' end='{last}'/></dhcp>
-    </ip>
-  </network>
-</networkstatus>
-"""
-
-# libvirt >= 10.4 records its firewall backend in a network's live status; 9.0 (iptables only) does not
-NFTABLES_FIREWALL = "\n  <firewall name='fwRemoval' backend='nftables'/>"
+__all__ = ["CLIENT_ADDRESS", "GUEST_ADDRESS", "GUEST_MAC", "HOOK_PATH", "HOST_ADDRESS"]  # used as scenario.X
 
 
-def network_status(template: str, kind: str) -> str:
-    """A network's live status for a host whose libvirt runs ``kind`` (iptables or nftables)."""
-    return template.replace("{firewall}", NFTABLES_FIREWALL if kind == "nftables" else "")
+def default_network(libvirt_firewall: str) -> str:
+    return fakehost.network_status(libvirt_firewall=libvirt_firewall)
 
 
-DEFAULT_NETWORK = NETWORK_XML.format(
-    firewall="{firewall}",
-    name="default",
-    uuid="0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a01",
-    bridge="virbr0",
-    mac="0c",
-    address="192.168.122.1",
-    netmask="255.255.255.0",
-    first="192.168.122.2",
-    last="192.168.122.254",
-)
-BULK_NETWORK = NETWORK_XML.format(
-    firewall="{firewall}",
-    name="bulk",
-    uuid="0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a02",
-    bridge="virbr1",
-    mac="0d",
-    address="10.122.0.1",
-    netmask="255.255.0.0",
-    first="10.122.1.2",
-    last="10.122.254.254",
-)
+def bulk_network(libvirt_firewall: str) -> str:
+    return fakehost.network_status(
+        "bulk",
+        "0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a02",
+        "virbr1",
+        libvirt_firewall=libvirt_firewall,
+        mac="52:54:00:0a:0b:0d",
+        address="10.122.0.1",
+        netmask="255.255.0.0",
+        dhcp=("10.122.1.2", "10.122.254.254"),
+    )
 
 
 def domain_xml(
@@ -89,8 +59,6 @@ def domain_xml(
     stores what ``virsh metadata --key portfwd`` set (prefixed elements). ``running=False`` is
     the XML of ``stopped``/``release``: no bridge, no target device.
     """
-    source = f"<source network='{network}' bridge='{bridge}'/>" if running else f"<source network='{network}'/>"
-    target = "<target dev='vnet0'/>" if running else ""
     metadata = ""
     if forwards:
         ranges = "".join(f'<portfwd:range start="{host}" to="{guest}"/>' for host, guest in forwards)
@@ -99,22 +67,9 @@ def domain_xml(
             f'<portfwd:portForward proto="tcp" address="{address}">{ranges}</portfwd:portForward>'
             "</portfwd:portfwd>"
         )
-    return f"""<domain type='{domain_type}'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='KiB'>262144</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <interface type='network'>
-      <mac address='{mac}'/>
-      {source}
-      {target}
-      <model type='virtio'/>
-    </interface>
-  </devices>
-  <metadata>{metadata}</metadata>
-</domain>
-"""
+    return fakehost.domain_xml(
+        name, uuid, mac, metadata, running, network=network, bridge=bridge, domain_type=domain_type
+    )
 
 
 def measured_forwards(count: int) -> list[tuple[int, int]]:
@@ -157,11 +112,7 @@ def node_xml(count: int) -> str:
     return "<node>\n" + "".join(bulk_domain_xml(i) for i in range(count)) + "</node>\n"
 
 
-def leases_json(leases: dict[str, str]) -> str:
-    """A dnsmasq status file (libvirt's leaseshelper format), every lease valid for an hour."""
-    expiry = int(time.time()) + 3600
-    entries = [{"ip-address": a, "mac-address": m, "hostname": "g", "expiry-time": expiry} for m, a in leases.items()]
-    return json.dumps(entries, indent=2)
+leases_json = fakehost.leases_json
 
 
 def bulk_leases(count: int) -> dict[str, str]:

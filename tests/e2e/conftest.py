@@ -25,7 +25,6 @@ from typing import NoReturn
 import pytest
 
 from tests.e2e.portfwd_lab import (
-    CONFIG,
     AlreadyInstalled,
     InstallError,
     PortfwdLab,
@@ -33,6 +32,7 @@ from tests.e2e.portfwd_lab import (
     missing_install_prerequisites,
     uninstall,
 )
+from tests.installed import CONFIG
 from tests.lab.host import Lab, missing_prerequisites
 from tests.lab.proc import LabError
 

@@ -22,30 +22,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e import ruleset
+from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, INSTALLED_PATHS, PIP_OFFLINE, REPO, WHEELS
 from tests.lab import guest as guest_module
 from tests.lab.host import Guest, Lab, ProbeResult
 from tests.lab.proc import LabError, delete_namespaces, namespace_exists, run
 
-REPO = Path(__file__).resolve().parents[2]
-WHEELS = REPO / ".cache" / "wheels"
-INSTALL_SH = REPO / "install.sh"
-PIP_OFFLINE = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
 # install.sh's Debian packages: it would run apt-get for a missing one, which test namespaces cannot reach
 INSTALL_PACKAGES = ("python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev", "iptables", "procps")
 
-HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
-NETWORK_HOOK = Path("/etc/libvirt/hooks/network.d/libvirt-portfwd")
-UNITS = (
-    Path("/etc/systemd/system/libvirt-portfwd-watch.service"),
-    Path("/etc/systemd/system/libvirt-portfwd-sync.service"),
-)
-PREFIX = Path("/opt/libvirt-portfwd")
-CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
-CLI = Path("/usr/local/sbin/libvirt-portfwd")
-SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
-RUN_DIR = Path("/run/libvirt-portfwd")
 SYSTEMD = Path("/run/systemd/system")  # install.sh installs its services where this exists
-INSTALLED_PATHS = (HOOK, NETWORK_HOOK, *UNITS, PREFIX, CONFIG, CLI, SYSCTL, RUN_DIR)
 
 METADATA_URI = "urn:libvirt-portfwd:1"
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (\S+) : ", re.M)

@@ -22,9 +22,7 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.portfwd_lab import (
-    CONFIG,
     METADATA_URI,
-    RUN_DIR,
     PortfwdLab,
     port_forward,
     portfwd_metadata,
@@ -33,6 +31,7 @@ from tests.e2e.portfwd_lab import (
     write_config,
 )
 from tests.e2e.ruleset import dnat_targets, duplicates, uuids
+from tests.installed import CONFIG, RUN_DIR
 from tests.lab.guest import mac_for
 from tests.lab.host import Guest, ProbeResult
 from tests.lab.proc import CommandError, LabError

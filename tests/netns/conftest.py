@@ -9,7 +9,6 @@ touches the root namespace.
 """
 
 import json
-import os
 import re
 import secrets
 import shlex
@@ -23,51 +22,18 @@ import pytest
 
 from libvirt_portfwd import names
 from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
-from tests.netns import topology
-
-GUEST_MAC = "52:54:00:aa:bb:cc"
-GUEST_ADDRESS = "192.168.122.178"
-HOST_ADDRESS = "203.0.113.10"
-HOST_ADDRESS_2 = "203.0.113.11"
-CLIENT_ADDRESS = "203.0.113.2"
-HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-
-NETWORK_XML = """<networkstatus>
-  <class_id bitmap='0-2'/>{firewall}
-  <network>
-    <name>default</name>
-    <uuid>0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a01</uuid>
-    <forward mode='nat'><nat><port start='1024' end='65535'/></nat></forward>
-    <bridge name='virbr0' stp='on' delay='0'/>
-    <mac address='52:54:00:0a:0b:0c'/>
-    <ip address='192.168.122.1' netmask='255.255.255.0'>
-      <dhcp><range start='192.168.122.2' end='192.168.122.254'/>{hosts}</dhcp>
-    </ip>
-  </network>
-</networkstatus>
-"""
-
-
-def domain_xml(name: str, uuid: str, mac: str = GUEST_MAC, metadata: str = "", running: bool = True) -> str:
-    """Domain XML as libvirt hands it to the hook (at started: with bridge and target)."""
-    runtime = "<target dev='vnet0'/>" if running else ""
-    source = "<source network='default' bridge='virbr0'/>" if running else "<source network='default'/>"
-    return f"""<domain type='qemu' id='1'>
-  <name>{name}</name>
-  <uuid>{uuid}</uuid>
-  <memory unit='KiB'>262144</memory>
-  <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices>
-    <interface type='network'>
-      <mac address='{mac}'/>
-      {source}
-      {runtime}
-      <model type='virtio'/>
-    </interface>
-  </devices>
-  <metadata>{metadata}</metadata>
-</domain>
-"""
+from tests.netns.fakehost import (
+    CLIENT_ADDRESS,
+    GUEST_ADDRESS,
+    GUEST_MAC,
+    HOOK_PATH,
+    HOST_ADDRESS,
+    HOST_ADDRESS_2,
+    build,
+    leases_json,
+    network_status,
+    write_atomic,
+)
 
 
 def portfwd_metadata(*forwards: str) -> str:
@@ -105,7 +71,7 @@ class Lab:
     def create(self) -> None:
         for ns in (self.host, self.guest, self.client):
             sh("ip", "netns", "add", ns)
-        topology.build(
+        build(
             self.host,
             self.guest,
             self.client,
@@ -163,28 +129,17 @@ class Lab:
 
     # -- the system files libvirt writes ------------------------------------------------------
     def write_network(self) -> None:
-        hosts = "".join(f"<host mac='{m}' ip='{a}'/>" for m, a in self.reservations.items())
-        # libvirt >= 10.4 records its firewall backend in the status; 9.0 (iptables only) does not
-        firewall = "\n  <firewall name='fwRemoval' backend='nftables'/>" if self.kind == "nftables" else ""
-        self._write("run/libvirt/network/default.xml", NETWORK_XML.format(hosts=hosts, firewall=firewall))
+        status = network_status(libvirt_firewall=self.kind, reservations=self.reservations)
+        self._write("run/libvirt/network/default.xml", status)
 
     def write_leases(self, leases: dict[str, str], expiry: int | None = None) -> None:
-        expiry = int(time.time()) + 3600 if expiry is None else expiry
-        entries = [
-            {"ip-address": a, "mac-address": m, "hostname": "g", "expiry-time": expiry} for m, a in leases.items()
-        ]
-        self._write("var/lib/libvirt/dnsmasq/virbr0.status", json.dumps(entries, indent=2))
+        self._write("var/lib/libvirt/dnsmasq/virbr0.status", leases_json(leases, expiry))
 
     def write_config(self, text: str) -> None:
         self._write("etc/libvirt-portfwd/config.yaml", text)
 
     def _write(self, relative: str, text: str) -> None:
-        """Atomically, as libvirt does (temp file + rename)."""
-        path = self.root / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, path)
+        write_atomic(self.root / relative, text)
 
     # -- running things ----------------------------------------------------------------------
     def ip(self, ns: str, *args: str) -> str:

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.names import domain_chain
-from tests.netns.conftest import HOST_ADDRESS, Lab, domain_xml, port_forward, portfwd_metadata
+from tests.netns.conftest import Lab, port_forward, portfwd_metadata
+from tests.netns.fakehost import HOST_ADDRESS, domain_xml
 
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)]
 

@@ -7,15 +7,8 @@ import uuid as uuidlib
 import pytest
 
 from tests.conftest import PYTHON
-from tests.netns.conftest import (
-    GUEST_MAC,
-    HOST_ADDRESS,
-    HOST_ADDRESS_2,
-    Lab,
-    domain_xml,
-    port_forward,
-    portfwd_metadata,
-)
+from tests.netns.conftest import Lab, port_forward, portfwd_metadata
+from tests.netns.fakehost import GUEST_MAC, HOST_ADDRESS, HOST_ADDRESS_2, domain_xml
 
 # every test runs against both of libvirt's firewall backends (its rules loaded as it writes them);
 # backend: auto in our config follows libvirt's

@@ -13,17 +13,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, need_root
-from tests.netns.conftest import domain_xml, port_forward, portfwd_metadata
+from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, NETWORK_HOOK, PIP_OFFLINE, PREFIX, SYSCTL
+from tests.netns.conftest import port_forward, portfwd_metadata
+from tests.netns.fakehost import domain_xml
 
 pytestmark = pytest.mark.netns
-
-HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
-NETWORK_HOOK = Path("/etc/libvirt/hooks/network.d/libvirt-portfwd")
-CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
-PREFIX = Path("/opt/libvirt-portfwd")
-SYSCTL = Path("/etc/sysctl.d/60-libvirt-portfwd.conf")
-CLI = Path("/usr/local/sbin/libvirt-portfwd")
-WHEELS = REPO / ".cache" / "wheels"
 
 
 @pytest.fixture
@@ -36,15 +30,15 @@ def ns() -> Iterator[str]:
     try:
         yield name
     finally:
-        subprocess.run(["ip", "netns", "exec", name, str(REPO / "install.sh"), "--uninstall"], capture_output=True)
+        subprocess.run(["ip", "netns", "exec", name, str(INSTALL_SH), "--uninstall"], capture_output=True)
         CONFIG.unlink(missing_ok=True)
         subprocess.run(["ip", "netns", "del", name], check=False)
 
 
 def install(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
+    env = {**os.environ, **PIP_OFFLINE}
     return subprocess.run(
-        ["ip", "netns", "exec", ns, str(REPO / "install.sh"), *args],
+        ["ip", "netns", "exec", ns, str(INSTALL_SH), *args],
         capture_output=True,
         text=True,
         env=env,

@@ -18,18 +18,15 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, need_root
+from tests.conftest import need_root
+from tests.installed import CONFIG, HOOK, INSTALL_SH, PIP_OFFLINE, PREFIX, UNIT_DIR
+from tests.installed import UNITS as UNIT_PATHS
 
 pytestmark = pytest.mark.netns
 
 SYSTEMD = Path("/lib/systemd/systemd")
 CGROUP_ROOT = Path("/sys/fs/cgroup")
-UNIT_DIR = Path("/etc/systemd/system")
-UNITS = ("libvirt-portfwd-watch.service", "libvirt-portfwd-sync.service")
-HOOK = Path("/etc/libvirt/hooks/qemu.d/libvirt-portfwd")
-PREFIX = Path("/opt/libvirt-portfwd")
-CONFIG = Path("/etc/libvirt-portfwd/config.yaml")
-WHEELS = REPO / ".cache" / "wheels"
+UNITS = tuple(unit.name for unit in UNIT_PATHS)
 TARGETS = (
     "lab.target",
     "sysinit.target",
@@ -112,14 +109,13 @@ def container(tmp_path: Path) -> Iterator[Container]:
         yield box
     finally:
         if HOOK.exists() or PREFIX.exists():
-            box.run(str(REPO / "install.sh"), "--uninstall", timeout=120)
+            box.run(str(INSTALL_SH), "--uninstall", timeout=120)
         box.stop()
         CONFIG.unlink(missing_ok=True)
 
 
 def test_install_enables_and_starts_the_watcher_where_systemd_runs(container: Container) -> None:
-    env = {**os.environ, "PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
-    installed = container.run(str(REPO / "install.sh"), env=env, timeout=600)
+    installed = container.run(str(INSTALL_SH), env={**os.environ, **PIP_OFFLINE}, timeout=600)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert f"services enabled: {' '.join(UNITS)}" in installed.stdout
 
@@ -137,7 +133,7 @@ def test_install_enables_and_starts_the_watcher_where_systemd_runs(container: Co
     verify = container.run("systemd-analyze", "verify", *(str(UNIT_DIR / unit) for unit in UNITS))
     assert not [line for line in verify.stderr.splitlines() if "libvirt-portfwd" in line], verify.stderr
 
-    removed = container.run(str(REPO / "install.sh"), "--uninstall", timeout=120)
+    removed = container.run(str(INSTALL_SH), "--uninstall", timeout=120)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() in ("inactive", "unknown")
     assert not any((UNIT_DIR / unit).exists() for unit in UNITS)
