@@ -31,6 +31,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .backends.base import Backend
 
+BOOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hooks", "boot.py")
+
 
 @dataclass(frozen=True)
 class Prepared:
@@ -176,7 +178,7 @@ def start_waiter(paths: Paths, uuid: str, token: str) -> None:
     os.makedirs(paths.run_dir, exist_ok=True)
     with open(os.path.join(paths.run_dir, "waiter.log"), "ab") as logfile:
         subprocess.Popen(
-            [sys.executable, "-m", "libvirt_portfwd.waiter", "--config", paths.config, uuid, token],
+            [sys.executable, "-I", "-S", BOOT, "waiter", "--config", paths.config, uuid, token],
             stdin=subprocess.DEVNULL,
             stdout=logfile,
             stderr=logfile,

@@ -1,25 +1,39 @@
-"""``libvirt-portfwd``: hook, plan, apply, remove, status, sync. Exit 0 ok, 1 failure, 2 usage."""
+"""``libvirt-portfwd``: hook, plan, apply, remove, status, sync, watch.
+
+Exit codes (policy.py): 0 ok, 1 a known failure (one line), 2 usage, 70 a bug (one line, the
+traceback in the journal), 130 ^C; ``hook`` exits as the hook does.
+"""
 
 import argparse
 import os
 import sys
 from typing import TYPE_CHECKING
 
-from .errors import PortfwdError
+from .boundary import guarded
+from .errors import PortfwdError, UsageError
 from .paths import Paths
 
 if TYPE_CHECKING:
+    from typing import NoReturn
+
     from .backends.base import Backend
     from .plan import Plan
 
 DEFAULT_URI = "qemu:///system"
 
 
-class UsageError(Exception):
-    """A command line that argparse accepts but that makes no sense (exit 2)."""
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line is one line (UsageError), not a usage screen."""
+
+    def error(self, message: str) -> "NoReturn":
+        raise UsageError(f"{self.prog}: {message}")
 
 
 def main(argv: list[str] | None = None) -> int:
+    return guarded(lambda: _main(sys.argv[1:] if argv is None else argv))
+
+
+def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     if args.command == "watch":
         from .watcher import main as watch_main
@@ -35,26 +49,15 @@ def main(argv: list[str] | None = None) -> int:
         from .hook import main as hook_main
 
         return hook_main([args.domain, args.operation, args.suboperation, args.extra], args.config)
-    from . import log, render
+    from . import render
 
     paths = Paths(root=args.root, config=args.config)
     render.use_cache(paths.run_dir)
-    try:
-        return int(args.run(args, paths))
-    except UsageError as exc:
-        log.error(f"usage: {exc}")
-        return 2
-    except PortfwdError as exc:
-        log.error(str(exc))
-        return 1
-    except KeyboardInterrupt:
-        return 130
+    return int(args.run(args, paths))
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="libvirt-portfwd", description="Port forwards that follow the libvirt VM lifecycle."
-    )
+    parser = _Parser(prog="libvirt-portfwd", description="Port forwards that follow the libvirt VM lifecycle.")
     parser.add_argument("--config", help="config file (default /etc/libvirt-portfwd/config.yaml)")
     parser.add_argument("--root", help="prefix for every system path (testing; default /)")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -48,3 +48,7 @@ class FirewallError(PortfwdError):
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr
+
+
+class UsageError(Exception):
+    """A command line that makes no sense (exit 2)."""

@@ -1,10 +1,10 @@
 """The libvirt qemu hook: ``<domain> <operation> <sub-operation> <extra>``, domain XML on stdin.
 
-This module is imported on every VM operation, so it imports only os and sys (and the stdlib
-``configcache`` and ``paths``) until it knows there is work: operations with nothing to do
-exit before lxml, jinja2 or yaml are imported.
+Started by the installed shim through hooks/boot.py. This module is imported on every VM
+operation, so it imports only the stdlib ``configcache``, ``paths``, ``policy`` and the error
+boundary until it knows there is work: operations with nothing to do exit before lxml, jinja2
+or yaml are imported. What each operation does and whether it may fail is ``policy.POLICY``:
 
-Operations (see README, "What the hook does"):
   prepare          check forwards and conflicts, only where ``on_error: block`` (fail the start)
   started          apply the forwards (a waiter takes over while the guest has no lease)
   reconnect        apply again: libvirtd restarted while the domain runs (never fails)
@@ -17,37 +17,70 @@ Never prints to stdout (libvirt reads it for migrate and restore) and never call
 import os
 import sys
 
-from . import configcache
+from . import configcache, policy
+from .boundary import guarded
 from .paths import Paths
-
-METADATA_MARK = b"urn:libvirt-portfwd:"
-APPLY = ("started", "reconnect")
-REMOVE = ("stopped", "release")
-CHECK = ("prepare",)
-NEVER_FAIL = ("reconnect", "stopped", "release")
+from .policy import APPLY, CHECK, METADATA_MARK, REMOVE
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
     os.dup2(2, 1)  # nothing of ours or of a child may reach libvirt's stdout
     if len(argv) < 2:
         sys.stderr.write("libvirt-portfwd: hook: usage: <domain> <operation> <sub-operation> <extra> < domain.xml\n")
-        return 0
+        return policy.OK
     name, operation = argv[0], argv[1]
-    if operation not in APPLY + REMOVE + CHECK:
-        return 0
-    xml = _read_stdin()
+    action = policy.action(operation)
+    if action is None:
+        return policy.OK
     paths = Paths(config=config_path)
-    if operation in REMOVE:
+    xml = b""
+
+    def work() -> int:
+        nonlocal xml
+        xml = _read_stdin()
+        _act(action, name, operation, xml, paths)
+        return policy.OK
+
+    code = guarded(work, domain=name, what=operation)
+    return policy.hook_exit(operation, code, lambda: _blocks(name, xml, paths))
+
+
+def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> None:
+    if action == REMOVE:
         uuid = _uuid_of(xml)
         if uuid is not None and not os.path.exists(paths.record(uuid)):
-            return 0
-        return _run(name, operation, xml, paths)
+            return
+        from .teardown import remove
+
+        if uuid is None:
+            from .actions import prepare
+
+            uuid = prepare(xml, paths).plan.uuid
+        _report(name, operation, remove(uuid, paths, name))
+        return
     cached = configcache.read_cache(paths.config_cache, paths.config)
     if cached is not None and not _has_work(name, xml, cached, paths):
-        return 0
-    if operation in CHECK and cached is not None and cached.get("on_error") != "block":
-        return 0
-    return _run(name, operation, xml, paths)
+        return
+    if action == CHECK:
+        if cached is not None and cached.get("on_error") != "block":
+            return
+        from .actions import check
+
+        check(xml, paths)
+        return
+    assert action == APPLY
+    from . import render
+    from .actions import apply
+
+    render.use_cache(paths.run_dir)  # here only: stopped/release render nothing (prerendered)
+    _report(name, operation, apply(xml, paths))
+
+
+def _report(name: str, operation: str, outcome: str) -> None:
+    if outcome not in ("no forwards", "nothing recorded"):
+        from . import log
+
+        log.info(f"{name}: {operation}: {outcome}")
 
 
 def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # type: ignore[type-arg]
@@ -59,58 +92,19 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
     return name in keys or uuid is None or uuid in keys or os.path.exists(paths.record(uuid))
 
 
-def _run(name: str, operation: str, xml: bytes, paths: Paths) -> int:
-    """The hook's error boundary: one line per failure; exit 1 only where a start may fail."""
-    from . import log
-    from .errors import PortfwdError
-
+def _blocks(name: str, xml: bytes, paths: Paths) -> bool:
+    """After a failure: did the admin ask for ``on_error: block`` (in a config that parses), for
+    a domain with forwards of ours (our metadata, or a config entry)? A broken config, or one
+    that cannot even be read now, never blocks a start."""
     try:
-        if operation in REMOVE:
-            from .teardown import remove
-
-            uuid = _uuid_of(xml)
-            if uuid is None:
-                from .actions import prepare
-
-                uuid = prepare(xml, paths).plan.uuid
-            outcome = remove(uuid, paths, name)
-        elif operation in CHECK:
-            from .actions import check
-
-            check(xml, paths)
-            return 0
-        else:
-            from . import render
-            from .actions import apply
-
-            render.use_cache(paths.run_dir)  # here only: stopped/release render nothing (prerendered)
-            outcome = apply(xml, paths)
-    except PortfwdError as exc:
-        log.error(str(exc.for_domain(name)))
-        return 1 if operation not in NEVER_FAIL and _blocks(paths) else 0
-    except Exception as exc:  # a bug: one line, and the traceback to the log
-        import traceback
-
-        log.error(f"{name}: internal error at {operation}: {exc!r}")
-        log.error(traceback.format_exc())
-        return 1 if operation not in NEVER_FAIL and _blocks(paths) else 0
-    if outcome not in ("no forwards", "nothing recorded"):
-        log.info(f"{name}: {operation}: {outcome}")
-    return 0
-
-
-def _blocks(paths: Paths) -> bool:
-    """``on_error: block`` in a config that parsed; a broken config never blocks a start."""
-    cached = configcache.read_cache(paths.config_cache, paths.config)
-    if cached is None:  # the failure came before the config was read: read it now
         from .config import load_config
-        from .errors import PortfwdError
 
-        try:
-            return load_config(paths.config, paths.config_cache).on_error == "block"
-        except PortfwdError:
-            return False
-    return bool(not cached.get("error") and cached.get("on_error") == "block")
+        config = load_config(paths.config, paths.config_cache)
+    except Exception:  # unreadable or broken (reported by the work that failed): allow
+        return False
+    uuid = _uuid_of(xml)
+    ours = METADATA_MARK in xml or name in config.domains or (uuid is not None and uuid in config.domains)
+    return config.on_error == "block" and ours
 
 
 def _read_stdin() -> bytes:
@@ -138,26 +132,20 @@ def main_network(argv: list[str], config_path: str | None = None) -> int:
     os.dup2(2, 1)
     _read_stdin()
     if len(argv) < 2 or argv[1] != "started":
-        return 0
+        return policy.OK
     paths = Paths(config=config_path)
     if not os.path.exists(paths.index):
-        return 0  # no forward was ever recorded
-    from . import log, render
-    from .actions import repair
-    from .errors import PortfwdError
+        return policy.OK  # no forward was ever recorded
 
-    render.use_cache(paths.run_dir)
-    try:
+    def work() -> int:
+        from . import log, render
+        from .actions import repair
+
+        render.use_cache(paths.run_dir)
         repaired = repair(paths)
-    except PortfwdError as exc:
-        log.error(f"network {argv[0]}: {exc}")
-        return 0
-    except Exception as exc:  # a bug: one line, and the traceback to the log
-        import traceback
+        if repaired:
+            log.info(f"network {argv[0]} started: forwards of {repaired} domain(s) put back in order")
+        return policy.OK
 
-        log.error(f"network {argv[0]}: internal error: {exc!r}")
-        log.error(traceback.format_exc())
-        return 0
-    if repaired:
-        log.info(f"network {argv[0]} started: forwards of {repaired} domain(s) put back in order")
-    return 0
+    guarded(work, domain=f"network {argv[0]}")
+    return policy.OK

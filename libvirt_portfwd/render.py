@@ -1,7 +1,7 @@
 """Templates -> ruleset text. One Jinja2 environment; quoting and formatting live in filters.
 
-templates/ sits at the top of the checkout and is installed to <prefix>/share/libvirt-portfwd/
-templates; template_dir() finds it the same way in both.
+templates/ sits beside the package, at the top of the checkout and of an installed release
+(/opt/libvirt-portfwd/current); template_dir() finds it there in both.
 
 Rendered text is cached (``use_cache``: a directory under the run dir, root's only): a domain
 restarted with the same forwards on the same firewall state renders the same ruleset, and then
@@ -11,7 +11,6 @@ dataclasses of tuples, strings and addresses: deterministic), so any change is a
 """
 
 import os
-import sys
 import zlib
 from functools import cache
 
@@ -21,19 +20,14 @@ TYPE_CHECKING = False  # as elsewhere here: no `typing` import at run time
 if TYPE_CHECKING:
     import jinja2
 
-TEMPLATE_SUBDIR = ("share", "libvirt-portfwd", "templates")
-
 
 def template_dir() -> str:
-    """The checkout's templates/ next to the package, else the installed copy under sys.prefix.
+    """templates/ beside the package: in a checkout and in an installed release alike.
     (os.path, not pathlib: this module is on the hook's path even when nothing is rendered.)"""
-    for candidate in (
-        os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "templates"),
-        os.path.join(sys.prefix, *TEMPLATE_SUBDIR),
-    ):
-        if os.path.isfile(os.path.join(candidate, "iptables.j2")):
-            return candidate
-    raise FileNotFoundError(f"libvirt-portfwd templates not found next to {__file__} nor under {sys.prefix}")
+    directory = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "templates")
+    if not os.path.isfile(os.path.join(directory, "iptables.j2")):
+        raise FileNotFoundError(f"libvirt-portfwd templates not found in {directory}")
+    return directory
 
 
 @cache

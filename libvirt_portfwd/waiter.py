@@ -13,8 +13,8 @@ import time
 
 from . import log, render
 from .actions import apply_waiting
+from .boundary import guarded
 from .config import load_config
-from .errors import PortfwdError
 from .paths import Paths
 from .records import load_record
 
@@ -29,14 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     paths = Paths(config=args.config)
     render.use_cache(paths.run_dir)
-    try:
-        return wait(paths, args.uuid, args.token)
-    except PortfwdError as exc:
-        log.error(str(exc))
-        return 1
-    except Exception as exc:  # a bug: one line here, the traceback in the waiter log
-        log.error(f"internal error while waiting for {args.uuid}: {exc!r}")
-        raise
+    return guarded(lambda: wait(paths, args.uuid, args.token), what=f"waiter for {args.uuid}")
 
 
 def wait(paths: Paths, uuid: str, token: str) -> int:

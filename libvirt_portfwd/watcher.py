@@ -18,6 +18,7 @@ import sys
 import time
 
 from . import log
+from .boundary import guarded
 from .errors import PortfwdError
 from .paths import Paths
 
@@ -31,14 +32,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", help="prefix for every system path (testing)")
     parser.add_argument("--period", type=float, default=PERIOD, help=f"seconds between checks (default {PERIOD})")
     args = parser.parse_args(argv)
-    try:
-        watch(Paths(root=args.root, config=args.config), args.period)
-    except KeyboardInterrupt:
-        return 130
-    return 0
+    paths = Paths(root=args.root, config=args.config)
+    return guarded(lambda: watch(paths, args.period), what="watcher")
 
 
-def watch(paths: Paths, period: float) -> None:
+def watch(paths: Paths, period: float) -> int:
     from . import render
     from .actions import repair
 

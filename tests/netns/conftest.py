@@ -151,7 +151,7 @@ class Lab:
     def hook_argv(self, name: str, operation: str, sub: str = "begin", extra: str = "-") -> list[str]:
         """The hook as libvirt runs it: its environment only, inside the host namespace."""
         env = [f"PATH={HOOK_PATH}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
-        return ["ip", "netns", "exec", self.host, "env", "-i", *env, PYTHON, str(HOOK), name, operation, sub, extra]
+        return ["ip", "netns", "exec", self.host, "env", "-i", *env, str(HOOK), name, operation, sub, extra]
 
     def hook(
         self, name: str, xml: str, operation: str, sub: str = "begin", timeout: float = 30

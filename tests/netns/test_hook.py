@@ -6,9 +6,12 @@ import uuid as uuidlib
 
 import pytest
 
-from tests.conftest import PYTHON
+from libvirt_portfwd.policy import BLOCKED
+from tests.conftest import HOOK, REPO
 from tests.netns.conftest import Lab, port_forward, portfwd_metadata
 from tests.netns.fakehost import GUEST_MAC, HOST_ADDRESS, HOST_ADDRESS_2, domain_xml
+
+BOOT = REPO / "hooks" / "boot.py"
 
 # every test runs against both of libvirt's firewall backends (its rules loaded as it writes them);
 # backend: auto in our config follows libvirt's
@@ -204,7 +207,7 @@ def test_second_vm_claiming_a_held_port_is_refused_and_the_first_keeps_working(l
     assert lab.probe("tcp", 20443) == "guest tcp 443"
     lab.write_config("on_error: block\n")
     results = [lab.hook("web2", xml2, op) for op in ("prepare",)]
-    assert results[0].returncode == 1
+    assert results[0].returncode == BLOCKED
     assert "host port conflict" in results[0].stderr and "Traceback" not in results[0].stderr
     assert lab.firewall() == before
 
@@ -246,7 +249,7 @@ def test_bad_input_is_one_line_and_changes_nothing(lab: Lab, case: str) -> None:
     if not config:
         lab.write_config("on_error: block\n")
         proc = lab.hook("web1", xml, "prepare")
-        assert proc.returncode == 1 and expected in proc.stderr and "Traceback" not in proc.stderr
+        assert proc.returncode == BLOCKED and expected in proc.stderr and "Traceback" not in proc.stderr
         assert lab.firewall() == before
 
 
@@ -276,10 +279,11 @@ NOTHING_TO_DO = [
 
 
 def hook_imports(lab: Lab, name: str, xml: str, operation: str, sub: str = "begin") -> tuple[str, set[str]]:
-    """Run the hook under ``python -X importtime``: (its stderr, the modules it imported)."""
+    """Run the hook's Python (what the shim runs) under ``-X importtime``: (its stderr, the
+    modules it imported)."""
     argv = lab.hook_argv(name, operation, sub)
-    python_at = argv.index(PYTHON)
-    argv[python_at + 1 : python_at + 1] = ["-X", "importtime"]
+    hook_at = argv.index(str(HOOK))
+    argv[hook_at : hook_at + 1] = ["/usr/bin/python3", "-X", "importtime", "-I", "-S", str(BOOT), "qemu", ""]
     proc = subprocess.run(argv, input=xml, capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout == "", proc.stderr
     return proc.stderr, {line.split("|")[-1].strip() for line in proc.stderr.splitlines() if "import time:" in line}

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import HOOK, PYTHON, REPO
+from tests.conftest import HOOK, NETWORK_HOOK, PYTHON, REPO
 from tests.netns.conftest import Lab
 from tests.netns.test_hook import guide_xml
 
@@ -80,7 +80,7 @@ def test_network_hook_puts_ours_back_in_order(lab: Lab) -> None:
     libvirt_reloads_its_rules(lab)
     assert lab.probe("tcp", 20443).startswith("ERROR")
     argv = lab.hook_argv("default", "started")
-    argv[argv.index(str(HOOK))] = str(REPO / "hooks" / "network")
+    argv[argv.index(str(HOOK))] = str(NETWORK_HOOK)
     proc = subprocess.run(argv, input="<network/>", capture_output=True, text=True, timeout=30)
     assert proc.returncode == 0 and proc.stdout == "", proc.stderr
     assert lab.probe("tcp", 20443) == "guest tcp 443"
