@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -11,6 +12,7 @@ from pytest_mock import MockerFixture
 
 from libvirt_portfwd import config as config_module
 from libvirt_portfwd import configcache
+from libvirt_portfwd.backendnames import CHOICES
 from libvirt_portfwd.config import DEFAULT_LEASE_WAIT, Config, MetadataPolicy, load_config
 from libvirt_portfwd.errors import InputError
 from libvirt_portfwd.forward import PortRange
@@ -146,10 +148,6 @@ def test_unreadable_file(tmp_path: Path) -> None:
             f"invalid config ({P}: backends): unknown key (expected one of backend, address, dev, lease_wait, "
             "on_error, metadata, domains), got 'iptables'",
         ),
-        (
-            {"backend": "nftables"},
-            f"invalid config ({P}: backend): expected one of auto, iptables, none, got 'nftables'",
-        ),
         ({"on_error": "fail"}, f"invalid config ({P}: on_error): expected allow or block, got 'fail'"),
         ({"on_error": True}, f"invalid config ({P}: on_error): expected allow or block, got True"),
         ({"lease_wait": "5m"}, f"invalid config ({P}: lease_wait): expected seconds, 0-86400, got '5m'"),
@@ -254,6 +252,27 @@ def test_backend_and_on_error_values(backend: str, on_error: str) -> None:
     assert (c.backend, c.on_error) == (backend, on_error)
 
 
+@pytest.mark.parametrize("backend", ["auto", "iptables", "nftables", "none"])
+def test_every_documented_backend_name_parses(tmp_path: Path, backend: str) -> None:
+    path = write(tmp_path, f"backend: {backend}\n")
+    assert load_config(path).backend == backend
+
+
+def test_the_config_accepts_exactly_the_registry_names() -> None:
+    assert CHOICES == ("auto", "iptables", "nftables", "none")  # README's configuration table says these
+
+
+@pytest.mark.parametrize("value", ["nft", "NFTABLES", "iptables-legacy", "", 1, ["nftables"]])
+def test_unknown_backend_is_one_line_naming_file_key_value_and_the_known_names(tmp_path: Path, value: object) -> None:
+    path = write(tmp_path, f"backend: {json.dumps(value)}\n")
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, nftables, none, "
+        f"got {value!r}"
+    )
+
+
 # --- the parsed-config cache ------------------------------------------------------------
 
 
@@ -305,7 +324,8 @@ def test_cached_error_is_raised_again_and_cleared_by_a_fix(tmp_path: Path, mocke
         with pytest.raises(InputError) as caught:
             load_config(path, cache)
         assert str(caught.value) == (
-            f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, none, got 'nft'"
+            f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, nftables, none, "
+            "got 'nft'"
         )
     assert parse.call_count == 1
     Path(path).write_text("backend: none\n\n")
