@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import marshal
 import os
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -330,6 +331,19 @@ def test_cached_error_is_raised_again_and_cleared_by_a_fix(tmp_path: Path, mocke
     assert parse.call_count == 1
     Path(path).write_text("backend: none\n\n")
     assert load_config(path, cache).backend == "none"
+
+
+def test_cache_written_by_an_older_validator_is_not_used(tmp_path: Path) -> None:
+    """Before backend: nftables was accepted, its refusal was cached; after an upgrade that
+    verdict must not outlive the code that made it (the config file itself is unchanged)."""
+    path = write(tmp_path, "backend: nftables\n")
+    cache = str(tmp_path / "config.cache")
+    refusal = ("invalid config", f"{path}: backend", "expected one of auto, iptables, none, got 'nftables'")
+    old = {"path": path, "signature": configcache.signature(path), "document": {}, "keys": [], "error": refusal}
+    Path(cache).write_bytes(marshal.dumps({**old, "version": 1}))
+    assert load_config(path, cache).backend == "nftables"
+    entry = configcache.read_cache(cache, path)
+    assert entry is not None and "error" not in entry and entry["version"] == configcache.VERSION
 
 
 def test_cache_for_another_file_is_not_used(tmp_path: Path) -> None:
