@@ -261,7 +261,7 @@ def repair(paths: Paths) -> int:
         records = [r for r in load_records(paths) if r.status == state.LIVE]
         broken = 0
         for name in sorted({r.backend for r in records}):
-            backend = select_backend(name)
+            backend = select_backend(name, where=paths.state_dir)
             plans = [r.plan for r in records if r.backend == name]
             missing = {p.uuid for p in plans} - backend.live()
             if missing:

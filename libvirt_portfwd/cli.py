@@ -9,6 +9,7 @@ import os
 import sys
 from typing import TYPE_CHECKING
 
+from .backendnames import CHOICES
 from .boundary import guarded
 from .errors import PortfwdError, UsageError
 from .paths import Paths
@@ -70,7 +71,7 @@ def _parser() -> argparse.ArgumentParser:
 
     plan = commands.add_parser("plan", help="print the ruleset a start would apply; changes nothing")
     plan.add_argument("xml", help="domain XML file, or - for stdin")
-    plan.add_argument("--backend", help="render for this backend instead of the configured one")
+    plan.add_argument("--backend", choices=CHOICES, help="render for this backend instead of the configured one")
     plan.set_defaults(run=cmd_plan)
 
     apply = commands.add_parser("apply", help="apply a running domain's forwards now (asks libvirt for its XML)")
@@ -171,7 +172,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     print(f"{'DOMAIN':20} {'UUID':36} {'STATE':8} {'FORWARD':28} {'GUEST':22} LIVE")
     for record in records:
         if record.status == LIVE and record.backend not in live:
-            live[record.backend] = select_backend(record.backend).live()
+            live[record.backend] = select_backend(record.backend, where=paths.record(record.uuid)).live()
         is_live = record.uuid in live.get(record.backend, set())
         for forward in record.forwards or [None]:  # type: ignore[list-item]
             target = f"{forward.guest or '?'}:{forward.guest_port}" if forward else "-"

@@ -11,10 +11,10 @@ from ipaddress import IPv4Address
 from typing import TypeVar
 
 from . import configcache
+from .backendnames import AUTO, CHOICES, expected
 from .errors import InputError
 from .forward import ForwardSpec, PortRange, _parse_address, _parse_dev, _port, parse_spec
 
-BACKENDS = ("auto", "iptables", "none")
 ON_ERROR = ("allow", "block")
 TOP_KEYS = ("backend", "address", "dev", "lease_wait", "on_error", "metadata", "domains")
 METADATA_KEYS = ("enabled", "ports", "guest_address")
@@ -37,7 +37,7 @@ class MetadataPolicy:
 @dataclass(frozen=True)
 class Config:
     path: str
-    backend: str = "auto"
+    backend: str = AUTO
     address: IPv4Address | None = None
     dev: str | None = None
     lease_wait: float = DEFAULT_LEASE_WAIT
@@ -91,9 +91,9 @@ def build_config(document: object, path: str) -> Config:
     for key in document:
         if key not in TOP_KEYS:
             raise _bad(path, str(key), document[key], f"unknown key (expected one of {', '.join(TOP_KEYS)})")
-    backend = document.get("backend", "auto")
-    if backend not in BACKENDS:
-        raise _bad(path, "backend", backend, f"expected one of {', '.join(BACKENDS)}")
+    backend = document.get("backend", AUTO)
+    if backend not in CHOICES:
+        raise _bad(path, "backend", backend, expected())
     on_error = document.get("on_error", "allow")
     if on_error not in ON_ERROR:
         raise _bad(path, "on_error", on_error, "expected allow or block")

@@ -8,7 +8,7 @@ names, the error policy), keyed by the config file's identity (inode, size, mtim
 import marshal
 import os
 
-VERSION = 1
+VERSION = 2  # raised whenever what config.build_config accepts changes: an entry holds its verdict
 
 
 def signature(path: str) -> tuple[int, int, int, int] | None:

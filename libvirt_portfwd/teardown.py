@@ -51,7 +51,7 @@ def remove_all(paths: Paths) -> int:
 def _remove_rules(uuid: str, data: state.Data, others: int, paths: Paths) -> None:
     from .backends import select_backend
 
-    backend = select_backend(data["backend"])
+    backend = select_backend(data["backend"], where=paths.record(uuid))
     prerendered = (data.get("teardown") or {}).get("last" if others == 0 else "other")
     if prerendered is not None:
         try:

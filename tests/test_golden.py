@@ -11,10 +11,13 @@ and exactly one expected result:
 
     iptables.rules  the iptables-restore transaction against a fresh firewall
     nftables.rules  the nft -f transaction against a fresh host with libvirt's nftables table
+    none.rules      what the do-nothing backend writes (nothing)
     error.txt       the one-line message, where the case must be refused
 
-A missing or unexpected golden file fails. ``REGEN_GOLDEN=1 pytest tests/test_golden.py``
-rewrites them; review the diff before committing.
+Under ``backend: auto`` (the default) a case has the rulesets of both backends auto can choose;
+a config that names a backend has that backend's alone, and it must be what auto renders for
+that backend from the same inputs. A missing or unexpected golden file fails.
+``REGEN_GOLDEN=1 pytest tests/test_golden.py`` rewrites them; review the diff before committing.
 """
 
 from __future__ import annotations
@@ -25,12 +28,16 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import yaml
 
 from libvirt_portfwd import names
 from libvirt_portfwd.actions import Prepared, prepare
+from libvirt_portfwd.backendnames import AUTO, BACKENDS, FIREWALLS
 from libvirt_portfwd.backends import nftables_rules
 from libvirt_portfwd.backends.iptables_rules import Observed, render_change, render_rebuild
+from libvirt_portfwd.backends.none import NoneBackend
 from libvirt_portfwd.errors import PROG, PortfwdError
+from libvirt_portfwd.network import load_networks
 from libvirt_portfwd.paths import Paths
 from libvirt_portfwd.plan import Plan
 
@@ -63,8 +70,29 @@ def render_nftables(plan: Plan) -> str:
 
 LIBVIRT_NFT_NO_GATE = nftables_rules.Gate(present=True, ok=False)
 
-# One golden file per backend that renders text.
-RENDERERS: dict[str, Callable[[Plan], str]] = {"iptables.rules": render_iptables, "nftables.rules": render_nftables}
+
+def render_none(plan: Plan) -> str:
+    return NoneBackend().change(plan, 0)
+
+
+# Every backend by its name (test_every_backend_has_a_golden_renderer: the registry's names).
+RENDERERS: dict[str, Callable[[Plan], str]] = {
+    "iptables": render_iptables,
+    "nftables": render_nftables,
+    "none": render_none,
+}
+
+
+def golden_of(backend: str) -> str:
+    return f"{backend}.rules"
+
+
+GOLDENS = [golden_of(backend) for backend in RENDERERS]
+
+
+def rendered_by(backend: str) -> tuple[str, ...]:
+    """The backends whose rulesets a case under ``backend:`` has: auto's choices, or the one named."""
+    return FIREWALLS if backend == AUTO else (backend,)
 
 
 def regenerating() -> bool:
@@ -106,13 +134,15 @@ def compare(golden: Path, actual: str) -> None:
     assert actual == golden.read_text(), f"{golden.relative_to(TESTS)} differs (REGEN_GOLDEN=1 rewrites it)"
 
 
-def forbid(case: Path, *names: str) -> None:
-    """A case has one kind of result, rules or an error: the other kind's files must not exist."""
+def forbid(case: Path, *names: str, why: str = "") -> None:
+    """A case has one kind of result, rules or an error: the other kind's files must not exist
+    (nor the rulesets of backends its config does not render for: ``why`` says so)."""
     for name in names:
         if regenerating():
             (case / name).unlink(missing_ok=True)
         elif (case / name).exists():
-            pytest.fail(f"{case.name}: has {name}, but the case {'succeeds' if name == ERROR_FILE else 'fails'}")
+            why = why or f"the case {'succeeds' if name == ERROR_FILE else 'fails'}"
+            pytest.fail(f"{case.name}: has {name}, but {why}")
 
 
 @pytest.mark.parametrize("name", case_names())
@@ -126,7 +156,7 @@ def test_case(name: str, tmp_path: Path) -> None:
     except PortfwdError as exc:
         message = one_line(exc, root)
         assert message.startswith(f"{PROG}: ") and "\n" not in message, message
-        forbid(case, *RENDERERS)
+        forbid(case, *GOLDENS)
         compare(case / ERROR_FILE, message + "\n")
         return
     plan = prepared.plan
@@ -135,8 +165,49 @@ def test_case(name: str, tmp_path: Path) -> None:
     if not regenerating() and (case / ERROR_FILE).exists():
         pytest.fail(f"{name}: expected {(case / ERROR_FILE).read_text().strip()!r}, but the case succeeded")
     forbid(case, ERROR_FILE)
-    for golden, render in RENDERERS.items():
-        compare(case / golden, render(plan))
+    backends = rendered_by(prepared.config.backend)
+    others = [golden_of(b) for b in RENDERERS if b not in backends]
+    forbid(case, *others, why=f"its config renders for {', '.join(backends)} only")
+    for backend in backends:
+        compare(case / golden_of(backend), RENDERERS[backend](plan))
+
+
+def test_every_backend_has_a_golden_renderer() -> None:
+    assert tuple(RENDERERS) == BACKENDS
+
+
+def explicit_backend_cases() -> list[str]:
+    """The cases whose config names a backend other than auto (none found fails, as above)."""
+    names = [n for n in case_names() if config_document(CASES / n).get("backend", AUTO) != AUTO]
+    return names or ["(no case names a backend)"]
+
+
+def config_document(case: Path) -> dict[str, object]:
+    path = case / "config.yaml"
+    document = yaml.safe_load(path.read_text()) if path.is_file() else None
+    return document if isinstance(document, dict) else {}
+
+
+@pytest.mark.parametrize("name", explicit_backend_cases())
+def test_a_named_backend_renders_what_auto_renders_for_it(name: str, tmp_path: Path) -> None:
+    """The same inputs without the backend key (auto) on the case's host, where auto would take
+    the backend named: the same plan, and the named backend's golden is exactly that backend's
+    rendering of it (for none: nothing)."""
+    case = CASES / name
+    document = config_document(case)
+    backend = document.pop("backend")
+    assert backend in BACKENDS, f"{name}: backend {backend!r}"
+    named = run_case(case, tmp_path / "named")
+    auto_case = tmp_path / "auto"
+    shutil.copytree(case, auto_case)
+    (auto_case / "config.yaml").write_text(yaml.safe_dump(document))
+    auto = run_case(auto_case, tmp_path / "auto-root")
+    assert (auto.config.backend, named.config.backend) == (AUTO, backend)
+    assert auto.plan == named.plan
+    assert RENDERERS[backend](auto.plan) == (case / golden_of(backend)).read_text()
+    if backend in FIREWALLS:  # libvirt's firewall on the case's host, as auto reads it
+        networks = load_networks(Paths(root=str(tmp_path / "auto-root")).network_dir)
+        assert {n.firewall or "iptables" for n in networks.values()} == {backend}
 
 
 def test_cases_are_laid_out_as_on_a_host(tmp_path: Path) -> None:

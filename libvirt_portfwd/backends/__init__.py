@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..backendnames import AUTO, BACKENDS, FIREWALLS, IPTABLES, NFTABLES, NONE, expected
 from ..errors import PortfwdError
 from ..run import on_path
 
@@ -10,31 +11,35 @@ if TYPE_CHECKING:
     from .base import Backend
 
 
-def _registry() -> dict[str, Backend]:
+def registry() -> dict[str, Backend]:
+    """Every backend by its name, in the order of backendnames.BACKENDS (tests check they agree)."""
     from .iptables import IptablesBackend
     from .nftables import NftablesBackend
     from .none import NoneBackend
 
-    return {"iptables": IptablesBackend(), "nftables": NftablesBackend(), "none": NoneBackend()}
+    backends: list[Backend] = [IptablesBackend(), NftablesBackend(), NoneBackend()]
+    return {b.name: b for b in backends}
 
 
-def select_backend(name: str, network_dir: str | None = None) -> Backend:
-    return choose_backend(name, network_dir)[0]
+def select_backend(name: str, network_dir: str | None = None, where: str = "") -> Backend:
+    return choose_backend(name, network_dir, where)[0]
 
 
-def choose_backend(name: str, network_dir: str | None = None) -> tuple[Backend, str]:
-    """The backend for ``name`` (``auto`` follows the host) and why it was chosen.
+def choose_backend(name: str, network_dir: str | None = None, where: str = "") -> tuple[Backend, str]:
+    """The backend for ``name`` (``auto`` follows the host) and why it was chosen; ``where``
+    says where the name came from, for the message if it is not one of ours.
 
     libvirt rejects what enters its networks with its own firewall backend; only a rule in that
     same firewall can let a forward through. So ``auto`` takes the backend libvirt's running
     networks use (their live status says), else what the iptables command drives, and an
     explicit choice that cannot pass libvirt's reject is an error rather than a silent failure.
     """
-    registry = _registry()
+    if name != AUTO and name not in BACKENDS:
+        raise PortfwdError("unknown backend", f"{expected()}, got {name!r}", where=where)
     libvirt = _libvirt_firewalls(network_dir) if network_dir else {}
-    if name == "auto":
+    if name == AUTO:
         if libvirt:
-            chosen = sorted(set(libvirt.values()))[0] if len(set(libvirt.values())) == 1 else "nftables"
+            chosen = sorted(set(libvirt.values()))[0] if len(set(libvirt.values())) == 1 else NFTABLES
             nets = ", ".join(sorted(libvirt))
             name, reason = chosen, f"auto: libvirt runs network {nets} with its {chosen} firewall"
         else:
@@ -42,15 +47,15 @@ def choose_backend(name: str, network_dir: str | None = None) -> tuple[Backend, 
     else:
         reason = "configured"
         for network, firewall in sorted(libvirt.items()):
-            if firewall in ("iptables", "nftables") and name in ("iptables", "nftables") and firewall != name:
+            if firewall in FIREWALLS and name in FIREWALLS and firewall != name:
                 raise PortfwdError(
                     "backend mismatch",
                     f"libvirt runs network {network} with its {firewall} firewall, whose reject only a rule in "
                     f"{firewall} can pass: set backend: {firewall} (or auto)",
                 )
-    backend = registry.get(name)
-    if backend is None:
-        raise PortfwdError("unknown backend", f"{name!r} (known: {', '.join(registry)})")
+    backend = registry().get(name)
+    if backend is None:  # auto followed a libvirt firewall that no backend of ours drives
+        raise PortfwdError("unknown backend", f"{reason}, which none of ours drives ({', '.join(FIREWALLS)})")
     if not backend.available():
         raise PortfwdError("backend unavailable", f"{name}: its command is not installed ({reason})")
     return backend, reason
@@ -58,7 +63,7 @@ def choose_backend(name: str, network_dir: str | None = None) -> tuple[Backend, 
 
 def available_backends() -> list[Backend]:
     """Every backend that can run here, the do-nothing one excluded."""
-    return [b for name, b in _registry().items() if name != "none" and b.available()]
+    return [b for name, b in registry().items() if name != NONE and b.available()]
 
 
 def _libvirt_firewalls(network_dir: str) -> dict[str, str]:
@@ -68,7 +73,7 @@ def _libvirt_firewalls(network_dir: str) -> dict[str, str]:
     """
     from ..network import load_networks
 
-    return {n.name: n.firewall or "iptables" for n in load_networks(network_dir).values() if n.forward_mode}
+    return {n.name: n.firewall or IPTABLES for n in load_networks(network_dir).values() if n.forward_mode}
 
 
 def _host_default() -> tuple[str, str]:
@@ -76,10 +81,10 @@ def _host_default() -> tuple[str, str]:
     from ..run import run_all
 
     if not on_path("iptables"):
-        return "nftables", "auto: no iptables command, nft drives the firewall"
+        return NFTABLES, "auto: no iptables command, nft drives the firewall"
     [(code, out, _)] = run_all([["iptables", "-V"]])
     if code == 0 and "legacy" in out:
-        return "iptables", "auto: iptables drives the legacy xtables firewall"
+        return IPTABLES, "auto: iptables drives the legacy xtables firewall"
     if on_path("nft"):
-        return "nftables", "auto: iptables drives nf_tables, so nft rules are native here"
-    return "iptables", "auto: iptables drives nf_tables and nft is not installed"
+        return NFTABLES, "auto: iptables drives nf_tables, so nft rules are native here"
+    return IPTABLES, "auto: iptables drives nf_tables and nft is not installed"

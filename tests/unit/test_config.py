@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import marshal
 import os
 from ipaddress import IPv4Address
 from pathlib import Path
@@ -11,6 +13,7 @@ from pytest_mock import MockerFixture
 
 from libvirt_portfwd import config as config_module
 from libvirt_portfwd import configcache
+from libvirt_portfwd.backendnames import CHOICES
 from libvirt_portfwd.config import DEFAULT_LEASE_WAIT, Config, MetadataPolicy, load_config
 from libvirt_portfwd.errors import InputError
 from libvirt_portfwd.forward import PortRange
@@ -146,10 +149,6 @@ def test_unreadable_file(tmp_path: Path) -> None:
             f"invalid config ({P}: backends): unknown key (expected one of backend, address, dev, lease_wait, "
             "on_error, metadata, domains), got 'iptables'",
         ),
-        (
-            {"backend": "nftables"},
-            f"invalid config ({P}: backend): expected one of auto, iptables, none, got 'nftables'",
-        ),
         ({"on_error": "fail"}, f"invalid config ({P}: on_error): expected allow or block, got 'fail'"),
         ({"on_error": True}, f"invalid config ({P}: on_error): expected allow or block, got True"),
         ({"lease_wait": "5m"}, f"invalid config ({P}: lease_wait): expected seconds, 0-86400, got '5m'"),
@@ -254,6 +253,27 @@ def test_backend_and_on_error_values(backend: str, on_error: str) -> None:
     assert (c.backend, c.on_error) == (backend, on_error)
 
 
+@pytest.mark.parametrize("backend", ["auto", "iptables", "nftables", "none"])
+def test_every_documented_backend_name_parses(tmp_path: Path, backend: str) -> None:
+    path = write(tmp_path, f"backend: {backend}\n")
+    assert load_config(path).backend == backend
+
+
+def test_the_config_accepts_exactly_the_registry_names() -> None:
+    assert CHOICES == ("auto", "iptables", "nftables", "none")  # README's configuration table says these
+
+
+@pytest.mark.parametrize("value", ["nft", "NFTABLES", "iptables-legacy", "", 1, ["nftables"]])
+def test_unknown_backend_is_one_line_naming_file_key_value_and_the_known_names(tmp_path: Path, value: object) -> None:
+    path = write(tmp_path, f"backend: {json.dumps(value)}\n")
+    with pytest.raises(InputError) as caught:
+        load_config(path)
+    assert str(caught.value) == (
+        f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, nftables, none, "
+        f"got {value!r}"
+    )
+
+
 # --- the parsed-config cache ------------------------------------------------------------
 
 
@@ -305,11 +325,25 @@ def test_cached_error_is_raised_again_and_cleared_by_a_fix(tmp_path: Path, mocke
         with pytest.raises(InputError) as caught:
             load_config(path, cache)
         assert str(caught.value) == (
-            f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, none, got 'nft'"
+            f"libvirt-portfwd: invalid config ({path}: backend): expected one of auto, iptables, nftables, none, "
+            "got 'nft'"
         )
     assert parse.call_count == 1
     Path(path).write_text("backend: none\n\n")
     assert load_config(path, cache).backend == "none"
+
+
+def test_cache_written_by_an_older_validator_is_not_used(tmp_path: Path) -> None:
+    """Before backend: nftables was accepted, its refusal was cached; after an upgrade that
+    verdict must not outlive the code that made it (the config file itself is unchanged)."""
+    path = write(tmp_path, "backend: nftables\n")
+    cache = str(tmp_path / "config.cache")
+    refusal = ("invalid config", f"{path}: backend", "expected one of auto, iptables, none, got 'nftables'")
+    old = {"path": path, "signature": configcache.signature(path), "document": {}, "keys": [], "error": refusal}
+    Path(cache).write_bytes(marshal.dumps({**old, "version": 1}))
+    assert load_config(path, cache).backend == "nftables"
+    entry = configcache.read_cache(cache, path)
+    assert entry is not None and "error" not in entry and entry["version"] == configcache.VERSION
 
 
 def test_cache_for_another_file_is_not_used(tmp_path: Path) -> None:
