@@ -12,26 +12,36 @@ BLOCKED=@BLOCKED@
 BROKEN=@BROKEN@
 MARK='@MARK@'
 
-exec >&2
-/usr/bin/python3 -I -S "$BOOT" "$KIND" "$CONFIG" "$@"
-rc=$?
-[ "$rc" -eq 0 ] && exit 0
-[ "$KIND" = qemu ] || exit 0
-case "$MAY_FAIL" in *" $2 "*) ;; *) exit 0 ;; esac
-[ "$rc" -eq "$BLOCKED" ] && exit "$BLOCKED"
-
-# The runtime could not decide (it did not start, or hooks/boot.py said BROKEN and why). Refuse
-# the start only where a shell can tell that the admin asked for it: our metadata in the domain
-# XML (still unread on stdin) and `on_error: block` in a readable config.
 say() {
     printf 'libvirt-portfwd: %s\n' "$1"
     logger -t libvirt-portfwd -p daemon.err -- "$1" 2>/dev/null
 }
-[ "$rc" -eq "$BROKEN" ] || say "$1: $2: the installed runtime cannot run (/usr/bin/python3 $BOOT exited $rc): run ./install.sh again to repair"
+who="$1: $2"
+[ "$KIND" = qemu ] || who="network $1: $2"
+
+exec >&2
+if [ -x /usr/bin/python3 ] && [ -f "$BOOT" ]; then
+    /usr/bin/python3 -I -S "$BOOT" "$KIND" "$CONFIG" "$@"
+    rc=$?
+    [ "$rc" -eq 0 ] && exit 0
+    # BROKEN: hooks/boot.py said what broke; BLOCKED: the runtime decided; else it crashed
+    [ "$rc" -eq "$BROKEN" ] || [ "$rc" -eq "$BLOCKED" ] ||
+        say "$who: the installed runtime failed (/usr/bin/python3 $BOOT exited $rc): run ./install.sh again to repair"
+else
+    rc=$BROKEN
+    say "$who: the installed runtime is missing (/usr/bin/python3 or $BOOT): run ./install.sh again to repair"
+fi
+[ "$KIND" = qemu ] || exit 0
+case "$MAY_FAIL" in *" $2 "*) ;; *) exit 0 ;; esac
+[ "$rc" -eq "$BLOCKED" ] && exit "$BLOCKED"
+
+# The runtime could not decide. Refuse the start only where a shell can tell that the admin
+# asked for it: our metadata in the domain XML (still unread on stdin) and `on_error: block` in
+# a readable config.
 config=${CONFIG:-${LIBVIRT_PORTFWD_ROOT:-}/etc/libvirt-portfwd/config.yaml}
 if grep -Eq "^on_error:[[:space:]]*[\"']?block[\"']?[[:space:]]*(#.*)?\$" "$config" 2>/dev/null &&
     grep -Fq "$MARK" 2>/dev/null; then
-    say "$1: $2: start refused (on_error: block in $config, and the domain has forwards of ours)"
+    say "$who: start refused (on_error: block in $config, and the domain has forwards of ours)"
     exit "$BLOCKED"
 fi
 exit 0

@@ -1,10 +1,9 @@
-"""install.sh as an admin runs it, inside a network namespace (sysctls are per namespace).
-
-Test namespaces reach no package index, so pip is pointed at the wheelhouse tests/run built
-(PIP_NO_INDEX, PIP_FIND_LINKS: pip's own settings; install.sh is unchanged).
-"""
+"""install.sh as an admin runs it, inside a sandbox (tests/sandbox.py: private /etc, /opt,
+/usr/local, /var/lib and /run over the machine's) in a network namespace (sysctls are per
+namespace). An installation of ours on the machine itself is neither seen nor touched."""
 
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Iterator
@@ -13,73 +12,74 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, need_root
-from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, NETWORK_HOOK, PIP_OFFLINE, PREFIX, SYSCTL
+from tests.installed import (
+    CLI,
+    CONFIG,
+    CURRENT,
+    HOOK,
+    HOOK_ENV,
+    INSTALL_SH,
+    INSTALLED_PATHS,
+    NETWORK_HOOK,
+    PREFIX,
+    RELEASES,
+    SOURCES,
+    SYSCTL,
+)
 from tests.netns.conftest import port_forward, portfwd_metadata
 from tests.netns.fakehost import domain_xml
+from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.netns
 
 
+def machine_state() -> dict[str, float | None]:
+    """Our install paths on the machine itself (mtime or None): the sandbox must not change them."""
+    return {str(p): (p.lstat().st_mtime if os.path.lexists(p) else None) for p in INSTALLED_PATHS}
+
+
 @pytest.fixture
-def ns() -> Iterator[str]:
+def box(tmp_path: Path) -> Iterator[Sandbox]:
     need_root()
-    if HOOK.exists() or PREFIX.exists():
-        pytest.fail(f"libvirt-portfwd is already installed on this machine ({HOOK}, {PREFIX}): uninstall it first")
+    before = machine_state()
     name = f"pfi-{secrets.token_hex(3)}"
     subprocess.run(["ip", "netns", "add", name], check=True)
+    sandbox = Sandbox(tmp_path / "sandbox", name)
     try:
-        yield name
+        yield sandbox
     finally:
-        subprocess.run(["ip", "netns", "exec", name, str(INSTALL_SH), "--uninstall"], capture_output=True)
-        CONFIG.unlink(missing_ok=True)
+        sandbox.close()
         subprocess.run(["ip", "netns", "del", name], check=False)
+        assert machine_state() == before
 
 
-def install(ns: str, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, **PIP_OFFLINE}
-    return subprocess.run(
-        ["ip", "netns", "exec", ns, str(INSTALL_SH), *args],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=600,
-        check=False,
-    )
+def install(box: Sandbox, *args: str) -> subprocess.CompletedProcess[str]:
+    return box.run(str(INSTALL_SH), *args, timeout=600)
 
 
-def sysctl(ns: str | None) -> str:
-    prefix = ["ip", "netns", "exec", ns] if ns else []
-    return subprocess.run(
-        [*prefix, "sysctl", "-n", "net.ipv4.ip_forward"], capture_output=True, text=True
-    ).stdout.strip()
-
-
-def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_path: Path) -> None:
-    root_forwarding = sysctl(None)
-    first = install(ns)
-    assert first.returncode == 0, first.stderr
-    assert HOOK.read_text().startswith(f"#!{PREFIX}/venv/bin/python3 -I\n")
-    assert f"CONFIG = '{CONFIG}'" in HOOK.read_text()
-    assert NETWORK_HOOK.read_text().startswith(f"#!{PREFIX}/venv/bin/python3 -I\n") and os.access(NETWORK_HOOK, os.X_OK)
-    assert os.access(HOOK, os.X_OK) and CONFIG.is_file() and SYSCTL.is_file() and CLI.is_symlink()
-    assert sysctl(ns) == "1" and sysctl(None) == root_forwarding  # only the namespace changed
+def test_install_is_idempotent_and_uninstall_removes_everything(box: Sandbox, tmp_path: Path) -> None:
+    root_forwarding = Path("/proc/sys/net/ipv4/ip_forward").read_text().strip()
+    first = install(box)
+    assert first.returncode == 0, first.stdout + first.stderr
+    hook, network_hook = box.path(HOOK), box.path(NETWORK_HOOK)
+    for path, kind in ((hook, "qemu"), (network_hook, "network")):
+        text = path.read_text()
+        assert text.startswith("#!/bin/sh\n# managed-by: libvirt-portfwd") and os.access(path, os.X_OK)
+        assert f"KIND={kind}\n" in text and f"BOOT={CURRENT}/hooks/boot.py\n" in text and f"CONFIG={CONFIG}\n" in text
+        assert not re.search(r"@[A-Z_]+@", text)  # every placeholder filled
+    assert box.path(CONFIG).is_file() and box.path(SYSCTL).is_file() and os.access(box.path(CLI), os.X_OK)
+    sysctl = box.run("sysctl", "-n", "net.ipv4.ip_forward").stdout.strip()
+    assert sysctl == "1" and Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == root_forwarding
+    release = os.readlink(box.path(CURRENT))
+    assert release.startswith("releases/") and not box.path(PREFIX / "venv").exists()
 
     # the installed hook, as libvirt runs it: nothing to do, nothing printed
-    env = ["env", "-i", "PATH=/usr/bin:/bin", "LC_ALL=C", "HOME=/root"]
-    proc = subprocess.run(
-        ["ip", "netns", "exec", ns, *env, str(HOOK), "web1", "migrate", "begin", "-"],
-        input="<domain/>",
-        capture_output=True,
-        text=True,
-        timeout=10,
-    )
-    assert proc.returncode == 0 and proc.stdout == "" and proc.stderr == ""
+    proc = box.run(*HOOK_ENV, str(HOOK), "web1", "migrate", "begin", "-", input="<domain/>", timeout=10)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (0, "", "")
 
-    # every template is installed (the installed package renders from these, not the checkout)
-    installed = PREFIX / "venv" / "share" / "libvirt-portfwd" / "templates"
-    assert sorted(p.name for p in installed.iterdir()) == sorted(p.name for p in (REPO / "templates").iterdir())
-
-    # the installed CLI finds its templates the same way the checkout does
+    # every template is installed, and the installed CLI renders from them
+    templates = sorted(p.name for p in box.path(CURRENT / "templates").iterdir())
+    assert templates == sorted(p.name for p in (REPO / "templates").iterdir())
     (tmp_path / "run/libvirt/network").mkdir(parents=True)
     (tmp_path / "run/libvirt/network/default.xml").write_text(
         "<network><name>default</name><forward mode='nat'/><bridge name='virbr0'/>"
@@ -94,35 +94,46 @@ def test_install_is_idempotent_and_uninstall_removes_everything(ns: str, tmp_pat
             metadata=portfwd_metadata(port_forward("tcp", [(20443, 443)], address="203.0.113.10")),
         )
     )
-    proc = subprocess.run(
-        [str(CLI), "--root", str(tmp_path), "--config", str(CONFIG), "plan", str(xml)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
+    proc = box.run(str(CLI), "--root", str(tmp_path), "plan", str(xml), timeout=30)
     assert proc.returncode == 0, proc.stderr
     assert "-j DNAT --to-destination 192.168.122.178:443" in proc.stdout
 
-    # idempotent, and an admin's edited config is kept
-    CONFIG.write_text("lease_wait: 60\n")
-    again = install(ns)
-    assert again.returncode == 0, again.stderr
-    assert CONFIG.read_text() == "lease_wait: 60\n"
+    # idempotent: each run a new release beside the previous one (kept for hooks still running
+    # it), older ones pruned; an admin's edited config is kept
+    box.path(CONFIG).write_text("lease_wait: 60\n")
+    for _ in range(2):
+        again = install(box)
+        assert again.returncode == 0, again.stdout + again.stderr
+    assert box.path(CONFIG).read_text() == "lease_wait: 60\n"
+    releases = sorted(p.name for p in box.path(RELEASES).iterdir())
+    assert len(releases) == 2 and f"releases/{releases[-1]}" == os.readlink(box.path(CURRENT)), releases
+    assert release not in [f"releases/{r}" for r in releases]
 
-    removed = install(ns, "--uninstall")
-    assert removed.returncode == 0, removed.stderr
+    removed = install(box, "--uninstall")
+    assert removed.returncode == 0, removed.stdout + removed.stderr
     assert "kept your edited config" in removed.stdout
-    assert not HOOK.exists() and not PREFIX.exists() and not SYSCTL.exists() and not CLI.exists()
-    assert not NETWORK_HOOK.exists()
+    for path in (HOOK, NETWORK_HOOK, PREFIX, SYSCTL, CLI):
+        assert not os.path.lexists(box.path(path)), path
 
 
-def test_install_never_overwrites_a_hook_it_did_not_write(ns: str) -> None:
-    HOOK.parent.mkdir(parents=True, exist_ok=True)
-    HOOK.write_text("#!/bin/sh\n# the admin's own hook\n")
-    try:
-        proc = install(ns)
-        assert proc.returncode == 1
-        assert f"{HOOK} exists and was not written by libvirt-portfwd" in proc.stderr
-        assert HOOK.read_text() == "#!/bin/sh\n# the admin's own hook\n"
-    finally:
-        HOOK.unlink()
+def test_install_never_overwrites_a_hook_it_did_not_write(box: Sandbox) -> None:
+    hook = box.path(HOOK)
+    hook.parent.mkdir(parents=True, exist_ok=True)
+    hook.write_text("#!/bin/sh\n# the admin's own hook\n")
+    proc = install(box)
+    assert proc.returncode == 1
+    assert f"{HOOK} exists and was not written by libvirt-portfwd" in proc.stderr
+    assert hook.read_text() == "#!/bin/sh\n# the admin's own hook\n"
+
+
+def test_a_release_that_cannot_run_is_never_switched_to(box: Sandbox, tmp_path: Path) -> None:
+    """install.sh checks a new release with the interpreter it will run under before the switch."""
+    assert install(box).returncode == 0
+    good = os.readlink(box.path(CURRENT))
+    broken = tmp_path / "checkout"
+    broken.mkdir()
+    subprocess.run(["cp", "-a", *(str(REPO / s) for s in SOURCES), str(broken)], check=True)
+    (broken / "libvirt_portfwd" / "plan.py").write_text("def broken(:\n")
+    proc = box.run(str(broken / "install.sh"), timeout=600)
+    assert proc.returncode == 1 and "the new release does not run here" in proc.stderr, proc.stdout + proc.stderr
+    assert os.readlink(box.path(CURRENT)) == good and not list(box.path(RELEASES).glob("*.partial"))
