@@ -5,7 +5,6 @@ Test namespaces reach no package index, so pip is pointed at the wheelhouse test
 """
 
 import os
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,6 +13,7 @@ import pytest
 
 from tests.conftest import REPO, need_root
 from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, NETWORK_HOOK, PIP_OFFLINE, PREFIX, SYSCTL
+from tests.names import unique
 from tests.netns.conftest import port_forward, portfwd_metadata
 from tests.netns.fakehost import domain_xml
 
@@ -25,7 +25,7 @@ def ns() -> Iterator[str]:
     need_root()
     if HOOK.exists() or PREFIX.exists():
         pytest.fail(f"libvirt-portfwd is already installed on this machine ({HOOK}, {PREFIX}): uninstall it first")
-    name = f"pfi-{secrets.token_hex(3)}"
+    name = unique("pfi")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name
