@@ -11,9 +11,10 @@ out and why (nothing else is left out):
   hash of the contents: /opt can hold gigabytes (8 GB where this was written), and every write
   changes the mtime. A directory's mtime and size are left out: a test that creates a
   file and removes it again changes both (ext4 never shrinks a directory), though it leaves
-  nothing behind; the entries themselves are compared. No file is left out: nothing below
-  these trees changed on its own over half an hour of watching (/etc/mtab is a symlink;
-  resolv.conf, hosts and hostname are written at boot only).
+  nothing behind; the entries themselves are compared. No file is left out: none changed on
+  its own while this was written (/etc/mtab is a symlink; resolv.conf, hosts and hostname are
+  written at boot only). A package install does change them (ld.so.cache, rc?.d links), and
+  shows as what it is, beside the dpkg section.
 * ``links``, ``addresses``, ``routes``, ``rules``: the network namespace pytest runs in (the
   machine's own: tests/run runs there), from ``ip -j``; without statistics (``-s`` not given),
   an address's lifetimes only as forever or finite and a route without ``expires`` (both
