@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from pathlib import Path
 import scenario
 
 REPO = Path(__file__).resolve().parent.parent
+from tests.names import unique_suffix  # noqa: E402  (namespaces named as the tests name them)
 from tests.netns import fakehost  # noqa: E402  (on sys.path: scenario put the checkout there)
 
 SNAPSHOT_PATHS = (
@@ -82,7 +82,7 @@ class Lab:
 
     def __init__(self, workdir: Path, kind: str = "iptables") -> None:
         self.kind = kind
-        tag = secrets.token_hex(3)
+        tag = unique_suffix()
         self.host, self.guest, self.client = f"pfb-h-{tag}", f"pfb-g-{tag}", f"pfb-c-{tag}"
         self.workdir = workdir
         self.source = workdir / "src"

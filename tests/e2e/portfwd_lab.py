@@ -26,6 +26,7 @@ from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, INSTALLED_PATHS, PIP_
 from tests.lab import guest as guest_module
 from tests.lab.host import Guest, Lab, ProbeResult
 from tests.lab.proc import LabError, delete_namespaces, namespace_exists, run
+from tests.names import unique
 
 # install.sh's Debian packages: it would run apt-get for a missing one, which test namespaces cannot reach
 INSTALL_PACKAGES = ("python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev", "iptables", "procps")
@@ -94,7 +95,7 @@ def uninstall(host_ns: str | None) -> list[str]:
     errors: list[str] = []
     temp = None
     if host_ns is None or not namespace_exists(host_ns):
-        temp = f"pfu-{secrets.token_hex(3)}"  # never in the root namespace: uninstall runs iptables
+        temp = unique("pfu")  # never in the root namespace: uninstall runs iptables
         run(["ip", "netns", "add", temp])
     namespace = temp or host_ns
     assert namespace is not None

@@ -28,7 +28,6 @@ import fcntl
 import json
 import logging
 import os
-import secrets
 import shutil
 import signal
 import subprocess
@@ -41,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..names import unique_suffix
 from . import guest as guest_module
 from .guest import GuestImage, GuestSpec
 from .proc import (
@@ -191,7 +191,8 @@ class Lab:
 
     Parameters:
         workdir: where domain XML, serial logs and daemon logs go (a new temp dir if None).
-        suffix: namespace suffix (random if None): namespaces are pfhost-SUFFIX, pfclient-SUFFIX.
+        suffix: namespace suffix (tests.names.unique_suffix() if None): namespaces are
+            pfhost-SUFFIX, pfclient-SUFFIX.
         path_prepend: directories put first in libvirtd's PATH (hooks inherit it).
         firewall_backend: libvirt's ``firewall_backend`` ("iptables" or "nftables"; None: the
             packaged default). Given to libvirtd alone, as its /etc/libvirt/network.conf (a bind
@@ -214,7 +215,7 @@ class Lab:
         keep_workdir: bool = False,
         lock_timeout: float = 600.0,
     ) -> None:
-        suffix = suffix or secrets.token_hex(3)
+        suffix = suffix or unique_suffix()
         self.host_ns = f"pfhost-{suffix}"
         self.client_ns = f"pfclient-{suffix}"
         self.host_addr = HOST_ADDR

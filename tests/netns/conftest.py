@@ -10,7 +10,6 @@ touches the root namespace.
 
 import json
 import re
-import secrets
 import shlex
 import shutil
 import subprocess
@@ -22,6 +21,7 @@ import pytest
 
 from libvirt_portfwd import names
 from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
+from tests.names import unique_suffix
 from tests.netns.fakehost import (
     CLIENT_ADDRESS,
     GUEST_ADDRESS,
@@ -60,7 +60,7 @@ class Lab:
 
     def __init__(self, tmp: Path, kind: str = "iptables") -> None:
         self.kind = kind  # libvirt's firewall backend this host imitates: iptables or nftables
-        tag = secrets.token_hex(3)
+        tag = unique_suffix()
         self.host, self.guest, self.client = f"pfh-{tag}", f"pfg-{tag}", f"pfc-{tag}"
         self.root = tmp / "root"
         self.servers: list[subprocess.Popen[str]] = []

@@ -4,7 +4,6 @@ The golden tests prove what we render; this proves the kernel and the tools take
 included (this kernel has no SCTP sockets, so SCTP forwards are loaded here, not sent traffic).
 """
 
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import DATA, need_root
+from tests.names import unique
 
 pytestmark = pytest.mark.netns
 
@@ -22,7 +22,7 @@ GOLDEN = sorted(CASES.glob("*/iptables.rules")) + sorted(CASES.glob("*/nftables.
 @pytest.fixture
 def ns() -> Iterator[str]:
     need_root()
-    name = f"pfl-{secrets.token_hex(3)}"
+    name = unique("pfl")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield name

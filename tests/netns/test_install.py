@@ -4,7 +4,6 @@ namespace). An installation of ours on the machine itself is neither seen nor to
 
 import os
 import re
-import secrets
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +27,7 @@ from tests.installed import (
 )
 from tests.netns.conftest import port_forward, portfwd_metadata
 from tests.netns.fakehost import domain_xml
+from tests.names import unique
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.netns
@@ -42,7 +42,7 @@ def machine_state() -> dict[str, float | None]:
 def box(tmp_path: Path) -> Iterator[Sandbox]:
     need_root()
     before = machine_state()
-    name = f"pfi-{secrets.token_hex(3)}"
+    name = unique("pfi")
     subprocess.run(["ip", "netns", "add", name], check=True)
     sandbox = Sandbox(tmp_path / "sandbox", name)
     try:

@@ -1,7 +1,8 @@
 """Fixtures for the pure unit tests: the libvirt XML corpus, parametrised by file.
 
-The corpus lives beside the repository (``/work/shared/corpus/libvirt-xml`` for a checkout at
-``/work/main``). A missing corpus fails the corpus tests; it never skips them.
+The corpus is part of the repository (``tests/corpus/libvirt-xml``: libvirt's own test data,
+LGPL-2.1-or-later; its README says where it comes from). A missing corpus fails the corpus
+tests; it never skips them.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus" / "libvirt-xml"
+CORPUS = Path(__file__).resolve().parents[1] / "corpus" / "libvirt-xml"
 
 # fixture name -> (corpus subdirectory, file pattern)
 CORPUS_FILES = {

@@ -7,6 +7,7 @@ values from files whose content we checked by eye.
 from __future__ import annotations
 
 import csv
+import hashlib
 from collections.abc import Callable
 from ipaddress import IPv4Address, IPv4Interface
 from pathlib import Path
@@ -71,6 +72,22 @@ def test_corpus_is_complete(corpus: Path) -> None:
     listed = {row["corpus_path"] for row in manifest(corpus)}
     assert {f"domains/{p.name}" for p in (corpus / "domains").glob("*.xml")} <= listed
     assert {f"networks/{p.name}" for p in (corpus / "networks").glob("*.xml")} <= listed
+
+
+def test_corpus_files_are_upstreams(corpus: Path) -> None:
+    """Every file the manifests list is there, byte-identical to libvirt's (SHA-256), and every
+    file there is listed: the copy in the repository is libvirt's data, unchanged (its README)."""
+    rows = manifest(corpus)
+    assert len(rows) == 629
+    altered = [row["corpus_path"] for row in rows if sha256(corpus / row["corpus_path"]) != row["sha256"]]
+    assert altered == []
+    ours = {"README.md", "COPYING.LESSER", "MANIFEST.v4.tsv", "MANIFEST.upstream.tsv"}
+    present = {str(p.relative_to(corpus)) for p in corpus.rglob("*") if p.is_file()}
+    assert present - ours == {row["corpus_path"] for row in rows}
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else f"(missing: {path})"
 
 
 def test_files_libvirt_rejects_give_a_result_or_one_line(corpus: Path) -> None:
