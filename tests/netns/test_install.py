@@ -25,9 +25,9 @@ from tests.installed import (
     SOURCES,
     SYSCTL,
 )
+from tests.names import unique
 from tests.netns.conftest import port_forward, portfwd_metadata
 from tests.netns.fakehost import domain_xml
-from tests.names import unique
 from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.netns
