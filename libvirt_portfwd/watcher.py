@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import selectors
+import signal
 import subprocess
 import sys
 import time
@@ -46,6 +47,21 @@ def watch(paths: Paths, period: float) -> int:
     monitor = subprocess.Popen(
         ["nft", "monitor", "ruleset"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
     )
+    signal.signal(signal.SIGTERM, _stop)  # a clean exit, so that nft monitor goes with us
+    try:
+        return _follow(paths, period, monitor)
+    finally:
+        monitor.kill()
+        monitor.wait()
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise SystemExit(0)
+
+
+def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
+    from .actions import repair
+
     assert monitor.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(monitor.stdout, selectors.EVENT_READ)

@@ -1,12 +1,13 @@
 """install.sh where systemd runs: a real systemd as PID 1 of a container made of namespaces.
 
 These machines run no systemd, so the test boots one: new PID, mount, network, cgroup, UTS and
-IPC namespaces, a tmpfs over /run (systemd's /run/systemd/system is what install.sh looks
-for), and a unit path of an empty target plus /etc/systemd/system, where install.sh writes its
-units (and empty stand-ins for the targets services depend on: nothing of the machine's own
-configuration starts). install.sh then runs inside it
-(nsenter) as an admin runs it; the watcher must be enabled and running, the boot-time sync
-enabled, and ``--uninstall`` must stop and remove both.
+IPC namespaces, the private system directories of tests/sandbox.py (overlays of /etc, /opt,
+/usr/local and /var/lib, a tmpfs over /run: systemd's /run/systemd/system is what install.sh
+looks for), and a unit path of an empty target plus /etc/systemd/system, where install.sh
+writes its units (and empty stand-ins for the targets services depend on: nothing of the
+machine's own configuration starts). install.sh then runs inside it (nsenter) as an admin runs
+it; the watcher must be enabled and running, the boot-time sync enabled, and ``--uninstall``
+must stop and remove both. On a broken runtime the watcher says so once and stays down.
 """
 
 import contextlib
@@ -19,8 +20,9 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import need_root
-from tests.installed import CONFIG, HOOK, INSTALL_SH, PIP_OFFLINE, PREFIX, UNIT_DIR
+from tests.installed import CONFIG, CURRENT, INSTALL_SH, UNIT_DIR
 from tests.installed import UNITS as UNIT_PATHS
+from tests.sandbox import MOUNTS
 
 pytestmark = pytest.mark.netns
 
@@ -35,16 +37,17 @@ TARGETS = (
     "multi-user.target",
     "network-online.target",
 )
+# $1: the sandbox's layers, $2: the unit path of empty targets, $3: systemd
 BOOT = (
-    "mount -t tmpfs -o mode=0755 libvirt-portfwd-test /run && exec env -i container=libvirt-portfwd-test "
-    'SYSTEMD_UNIT_PATH="$0:/etc/systemd/system" "$1" --unit=lab.target --log-target=console'
+    f"set -eu\n{MOUNTS}exec env -i container=libvirt-portfwd-test "
+    'SYSTEMD_UNIT_PATH="$2:/etc/systemd/system" "$3" --unit=lab.target --log-target=console'
 )
 
 
 class Container:
     """systemd as PID 1 in its own namespaces; commands run inside with nsenter."""
 
-    def __init__(self, units: Path, log: Path) -> None:
+    def __init__(self, units: Path, log: Path, layers: Path) -> None:
         units.mkdir()
         for target in TARGETS:  # what services depend on by default, empty: nothing else starts
             (units / target).write_text(f"[Unit]\nDescription={target} (libvirt-portfwd test container)\n")
@@ -53,7 +56,7 @@ class Container:
         with open(log, "wb") as out:
             self.unshare = subprocess.Popen(
                 ["unshare", "--pid", "--fork", "--mount", "--mount-proc", "--cgroup", "--net", "--uts", "--ipc",
-                 "--propagation", "private", "sh", "-c", BOOT, str(units), str(SYSTEMD)],
+                 "--propagation", "private", "sh", "-c", BOOT, "container", str(layers), str(units), str(SYSTEMD)],
                 stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True,
             )  # fmt: skip
         self.pid = self._systemd_pid()
@@ -75,6 +78,13 @@ class Container:
             ["nsenter", "-t", str(self.pid), "-m", "-p", "-n", "-u", "-i", *argv],
             capture_output=True, text=True, env=env, timeout=timeout, check=False,
         )  # fmt: skip
+
+    def path(self, path: Path) -> Path:
+        """``path`` as the container sees it (its overlays), from here."""
+        return Path(f"/proc/{self.pid}/root") / str(path).lstrip("/")
+
+    def read(self, path: Path) -> str:
+        return self.path(path).read_text()
 
     def wait_running(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
@@ -100,29 +110,25 @@ def container(tmp_path: Path) -> Iterator[Container]:
     need_root()
     if not SYSTEMD.exists():
         pytest.fail(f"{SYSTEMD} is missing (tests/run installs the systemd package)", pytrace=False)
-    present = [str(p) for p in (HOOK, PREFIX, *(UNIT_DIR / unit for unit in UNITS)) if p.exists()]
-    if present:
-        pytest.fail(f"libvirt-portfwd is already installed on this machine: {present}", pytrace=False)
-    box = Container(tmp_path / "units", tmp_path / "systemd.log")
+    box = Container(tmp_path / "units", tmp_path / "systemd.log", tmp_path / "layers")
     try:
         box.wait_running()
         yield box
     finally:
-        if HOOK.exists() or PREFIX.exists():
-            box.run(str(INSTALL_SH), "--uninstall", timeout=120)
         box.stop()
-        CONFIG.unlink(missing_ok=True)
+        subprocess.run(["rm", "-rf", "--one-file-system", str(tmp_path / "layers")], check=False)
 
 
 def test_install_enables_and_starts_the_watcher_where_systemd_runs(container: Container) -> None:
-    installed = container.run(str(INSTALL_SH), env={**os.environ, **PIP_OFFLINE}, timeout=600)
+    installed = container.run(str(INSTALL_SH), env=dict(os.environ), timeout=600)
     assert installed.returncode == 0, installed.stdout + installed.stderr
     assert f"services enabled: {' '.join(UNITS)}" in installed.stdout
 
     for unit in UNITS:
         assert container.run("systemctl", "is-enabled", unit).stdout.strip() == "enabled", unit
-        text = (UNIT_DIR / unit).read_text()
-        assert f"ExecStart={PREFIX}/venv/bin/libvirt-portfwd --config {CONFIG} " in text and "@" not in text
+        text = container.read(UNIT_DIR / unit)
+        assert f"ExecStart=/usr/bin/python3 -I -S {CURRENT}/hooks/boot.py cli --config {CONFIG} " in text
+        assert "@" not in text
     show = container.run("systemctl", "show", "-p", "ActiveState,SubState,MainPID", UNITS[0]).stdout
     assert "ActiveState=active" in show and "SubState=running" in show, show + container.log.read_text()[-2000:]
     main_pid = show.split("MainPID=")[1].split()[0]
@@ -136,5 +142,22 @@ def test_install_enables_and_starts_the_watcher_where_systemd_runs(container: Co
     removed = container.run(str(INSTALL_SH), "--uninstall", timeout=120)
     assert removed.returncode == 0, removed.stdout + removed.stderr
     assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() in ("inactive", "unknown")
-    assert not any((UNIT_DIR / unit).exists() for unit in UNITS)
-    assert not list(UNIT_DIR.glob(f"*.wants/{UNITS[0]}")) and not list(UNIT_DIR.glob(f"*.wants/{UNITS[1]}"))
+    unit_dir = container.path(UNIT_DIR)
+    assert not any((unit_dir / unit).exists() for unit in UNITS)
+    assert not list(unit_dir.glob(f"*.wants/{UNITS[0]}")) and not list(unit_dir.glob(f"*.wants/{UNITS[1]}"))
+
+
+def test_the_watcher_on_a_broken_runtime_says_so_once_and_stays_down(container: Container) -> None:
+    installed = container.run(str(INSTALL_SH), env=dict(os.environ), timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert container.run("rm", "-rf", str(CURRENT / "libvirt_portfwd")).returncode == 0
+    container.run("systemctl", "restart", UNITS[0])
+    time.sleep(12)  # RestartSec=5: a restart loop would have restarted it twice by now
+    show = container.run("systemctl", "show", "-p", "NRestarts,ActiveState,ExecMainStatus", UNITS[0]).stdout
+    # it ran once on the broken runtime (each run says so in one line: tests/netns/test_failsafe.py)
+    # and exited BROKEN, which the unit does not restart
+    assert "NRestarts=0" in show and "ExecMainStatus=4" in show and "ActiveState=failed" in show, show
+
+    repaired = container.run(str(INSTALL_SH), env=dict(os.environ), timeout=600)  # the repair
+    assert repaired.returncode == 0, repaired.stdout + repaired.stderr
+    assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() == "active"
