@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv4Address
 
-from . import log, state
+from . import intents, log, state
 from .backends import select_backend
 from .config import Config, load_config
 from .domain import Domain, parse_domain
@@ -25,7 +25,7 @@ from .network import Network, load_networks
 from .paths import Paths
 from .plan import ClaimIndex, Plan, build_plan, collect_specs
 from .records import Record, encode, load_record, load_records, save_record
-from .teardown import remove
+from .teardown import remove_locked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
@@ -81,24 +81,35 @@ def check(xml: bytes, paths: Paths) -> Prepared:
     return prepared
 
 
-def apply(xml: bytes, paths: Paths, *, spawn_waiter: bool = True) -> str:
-    """Bring the domain's rules in line with its declaration; return what was done."""
+def apply(xml: bytes, paths: Paths) -> str:
+    """Bring the domain's rules in line with its declaration; return what was done.
+
+    Bad input fails here, before anything is written. Then the change goes by way of an APPLY
+    intent (intents.py): if it cannot be carried out now (the lock, the time bound), whoever
+    holds the lock next completes it."""
     prepared = prepare(xml, paths)
+    plan = prepared.plan
+    if not plan.forwards and state.read(paths, plan.uuid) is None and not state.has_intent(paths, plan.uuid):
+        return "no forwards"
+    state.write_intent(paths, plan.uuid, state.APPLY, plan.name, xml)
+    return intents.carry_out_for(plan.uuid, paths, {plan.uuid: prepared})
+
+
+def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
+    """Under the lock already held: the domain's rules exactly its plan (or waiting for a lease)."""
     plan, config = prepared.plan, prepared.config
     if not plan.forwards:
-        return remove(plan.uuid, paths, plan.name) if state.read(paths, plan.uuid) else "no forwards"
-    with state.locked(paths):
-        index = state.read_index(paths)
-        _check_conflicts(plan, index)
-        if not plan.waiting_macs:
-            _commit(plan, config, paths, index)
-            return f"live: {describe(plan)}"
-        current = index.get(plan.uuid)
-        if current is not None and current["status"] == state.LIVE:
-            return "kept live rules (no lease now)"
-        token = _save_waiting(paths, plan, xml)
-    if spawn_waiter:
-        start_waiter(paths, plan.uuid, token)
+        return remove_locked(plan.uuid, paths, plan.name) if state.read(paths, plan.uuid) else "no forwards"
+    index = state.read_index(paths)
+    _check_conflicts(plan, index)
+    if not plan.waiting_macs:
+        _commit(plan, config, paths, index)
+        return f"live: {describe(plan)}"
+    current = index.get(plan.uuid)
+    if current is not None and current["status"] == state.LIVE:
+        return "kept live rules (no lease now)"
+    token = _save_waiting(paths, plan, xml)
+    start_waiter(paths, plan.uuid, token)
     log.info(f"{plan.name}: waiting for a lease of {', '.join(plan.waiting_macs)} (up to {config.lease_wait:.0f} s)")
     return "waiting for lease"
 
@@ -116,6 +127,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
     if prepared.plan.waiting_macs:
         return None
     with state.locked(paths):
+        intents.carry_out(paths)  # a stop that could not finish comes first
         current = state.read(paths, uuid)
         if current is None or current.get("token") != token:
             return "cancelled"
@@ -135,6 +147,8 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
     errors: list[PortfwdError] = []
     waiting: list[tuple[str, str]] = []
     with state.locked(paths):
+        for uuid in state.take_intents(paths):  # libvirt's list of running domains is the truth now
+            state.done_intent(paths, uuid)
         host = read_host(paths)
         backend = select_backend(host.config.backend, paths.network_dir)
         old = {r.uuid: r for r in load_records(paths)}
@@ -251,20 +265,23 @@ def _save_waiting(paths: Paths, plan: Plan, xml: bytes) -> str:
 
 
 def repair(paths: Paths) -> int:
-    """If any recorded live forward is not reachable now, rebuild our rules from the records.
-
-    Returns how many domains were not reachable (0: nothing was changed). Never asks libvirt.
-    """
-    from .backends import select_backend
+    """Make the firewall hold exactly what the records say: carry out pending intents, then, in
+    every backend, rebuild our rules from the records if a recorded live forward is not
+    reachable or rules of ours belong to no live record (left by a crash). Returns how many
+    domains were wrong (0: nothing was changed). Never asks libvirt."""
+    from .backends import available_backends, select_backend
 
     with state.locked(paths):
+        intents.carry_out(paths)
         records = [r for r in load_records(paths) if r.status == state.LIVE]
+        names = ({r.backend for r in records} | {b.name for b in available_backends()}) - {"none"}
         broken = 0
-        for name in sorted({r.backend for r in records}):
-            backend = select_backend(name, where=paths.state_dir)
+        for name in sorted(names):
+            backend = select_backend(name)
             plans = [r.plan for r in records if r.backend == name]
-            missing = {p.uuid for p in plans} - backend.live()
-            if missing:
+            wanted = {p.uuid for p in plans}
+            wrong = (wanted - backend.live()) | (backend.owners() - wanted)
+            if wrong:
                 backend.apply(backend.rebuild(plans))
-                broken += len(missing)
+                broken += len(wrong)
     return broken

@@ -9,12 +9,13 @@ PROG = "libvirt-portfwd"
 class PortfwdError(Exception):
     """A known failure: reported as one line, never as a traceback."""
 
-    def __init__(self, what: str, why: str, *, domain: str = "", where: str = "") -> None:
+    def __init__(self, what: str, why: str, *, domain: str = "", where: str = "", retry: bool = False) -> None:
         super().__init__(why)
         self.what = what
         self.why = why
         self.domain = domain
         self.where = where
+        self.retry = retry  # it may pass by waiting (the lock, a timeout): try again later
 
     def for_domain(self, domain: str) -> "PortfwdError":
         """Name the domain, unless a more precise one is already named."""
@@ -44,7 +45,7 @@ class FirewallError(PortfwdError):
 
     def __init__(self, argv: list[str], returncode: int, stderr: str, *, domain: str = "") -> None:
         first = stderr.strip().splitlines()[0] if stderr.strip() else f"exit code {returncode}"
-        super().__init__(f"{argv[0]} failed", first, domain=domain, where=f"exit {returncode}")
+        super().__init__(f"{argv[0]} failed", first, domain=domain, where=f"exit {returncode}", retry=returncode < 0)
         self.argv = argv
         self.returncode = returncode
         self.stderr = stderr

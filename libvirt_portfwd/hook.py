@@ -17,7 +17,7 @@ Never prints to stdout (libvirt reads it for migrate and restore) and never call
 import os
 import sys
 
-from . import configcache, policy
+from . import configcache, deadline, policy
 from .boundary import guarded
 from .paths import Paths
 from .policy import APPLY, CHECK, METADATA_MARK, REMOVE
@@ -32,6 +32,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
     action = policy.action(operation)
     if action is None:
         return policy.OK
+    deadline.start(policy.BOUND)
     paths = Paths(config=config_path)
     xml = b""
 
@@ -42,13 +43,26 @@ def main(argv: list[str], config_path: str | None = None) -> int:
         return policy.OK
 
     code = guarded(work, domain=name, what=operation)
-    return policy.hook_exit(operation, code, lambda: _blocks(name, xml, paths))
+    result = policy.hook_exit(operation, code, lambda: _blocks(name, xml, paths))
+    if result == policy.BLOCKED and action == APPLY:
+        guarded(lambda: _cancel(name, xml, paths), domain=name, what="refused start")
+    return result
+
+
+def _cancel(name: str, xml: bytes, paths: Paths) -> int:
+    """The start is refused: nothing of this domain may stay live, nor be applied later."""
+    uuid = _uuid_of(xml)
+    if uuid is not None and (os.path.exists(paths.record(uuid)) or _pending(paths, uuid)):
+        from .teardown import remove
+
+        remove(uuid, paths, name)
+    return policy.OK
 
 
 def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> None:
     if action == REMOVE:
         uuid = _uuid_of(xml)
-        if uuid is not None and not os.path.exists(paths.record(uuid)):
+        if uuid is not None and not os.path.exists(paths.record(uuid)) and not _pending(paths, uuid):
             return
         from .teardown import remove
 
@@ -89,7 +103,12 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
         return True
     uuid = _uuid_of(xml)
     keys = cached.get("keys", ())
-    return name in keys or uuid is None or uuid in keys or os.path.exists(paths.record(uuid))
+    return name in keys or uuid is None or uuid in keys or os.path.exists(paths.record(uuid)) or _pending(paths, uuid)
+
+
+def _pending(paths: Paths, uuid: str) -> bool:
+    """An intent of this domain not carried out yet (state.has_intent, without importing state)."""
+    return os.path.exists(paths.intent(uuid)) or os.path.exists(paths.intent(uuid, taken=True))
 
 
 def _blocks(name: str, xml: bytes, paths: Paths) -> bool:

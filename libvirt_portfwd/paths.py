@@ -47,3 +47,10 @@ class Paths:
 
     def record(self, uuid: str) -> str:
         return os.path.join(self.state_dir, f"{uuid}.json")
+
+    @property
+    def intent_dir(self) -> str:
+        return os.path.join(self.run_dir, "intents")
+
+    def intent(self, uuid: str, taken: bool = False) -> str:
+        return os.path.join(self.intent_dir, f"{uuid}.{'taken' if taken else 'json'}")

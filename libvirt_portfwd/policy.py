@@ -12,6 +12,11 @@ BROKEN = 4  # the installed runtime cannot run at all (hooks/boot.py); the shim 
 INTERNAL = 70  # a bug (EX_SOFTWARE): one line, the traceback in the journal
 INTERRUPTED = 130  # ^C
 
+# A hook run waits at most this long for our lock and the firewall commands together (a VM
+# start waits for the hook); then it goes on as on_error says, and what it could not do stays
+# pending for the next one (intents.py).
+BOUND = 8.0
+
 CHECK, APPLY, REMOVE = "check", "apply", "remove"
 
 # operation -> (action, may this operation's failure refuse the VM's start?)

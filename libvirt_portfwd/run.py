@@ -2,7 +2,9 @@
 
 import os
 import subprocess
+import time
 
+from . import deadline
 from .errors import FirewallError
 
 ENV = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
@@ -14,13 +16,17 @@ def on_path(command: str) -> bool:
 
 
 def run(argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> str:
-    """Run ``argv``; return stdout or raise FirewallError with the exit code and stderr."""
+    """Run ``argv``; return stdout or raise FirewallError with the exit code and stderr.
+
+    The timeout is cut to what is left of the hook's time bound (deadline.py): a firewall tool
+    that hangs, or waits for the xtables lock another program holds, is killed then."""
+    timeout = _bounded(argv, timeout)
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
     except FileNotFoundError:
         raise FirewallError(argv, 127, f"{argv[0]}: command not found") from None
     except subprocess.TimeoutExpired:
-        raise FirewallError(argv, -1, f"timed out after {timeout:.0f} s") from None
+        raise FirewallError(argv, -1, f"timed out after {timeout:.1f} s") from None
     if proc.returncode != 0:
         raise FirewallError(argv, proc.returncode, proc.stderr)
     return proc.stdout
@@ -28,6 +34,7 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> str
 
 def run_all(argvs: list[list[str]], timeout: float = 30.0) -> list[tuple[int, str, str]]:
     """Run read-only commands side by side; (exit code, stdout, stderr) for each, in order."""
+    timeout = _bounded(argvs[0] if argvs else ["-"], timeout)
     procs: list[subprocess.Popen[str] | None] = []
     for argv in argvs:
         try:
@@ -35,14 +42,22 @@ def run_all(argvs: list[list[str]], timeout: float = 30.0) -> list[tuple[int, st
         except FileNotFoundError:
             procs.append(None)
     results = []
+    until = time.monotonic() + timeout
     for argv, proc in zip(argvs, procs, strict=True):
         if proc is None:
             results.append((127, "", f"{argv[0]}: command not found"))
             continue
         try:
-            out, err = proc.communicate(timeout=timeout)
+            out, err = proc.communicate(timeout=max(0.0, until - time.monotonic()))
         except subprocess.TimeoutExpired:
             proc.kill()
             out, err = proc.communicate()
         results.append((proc.returncode, out, err))
     return results
+
+
+def _bounded(argv: list[str], timeout: float) -> float:
+    left = deadline.remaining(timeout)
+    if left <= 0:
+        raise FirewallError(argv, -1, "not run: the hook's time bound is spent")
+    return left

@@ -1,9 +1,18 @@
-"""Recorded state: what is live (or waiting for a lease) per domain, the index, and the lock.
+"""Recorded state, its one owner: records, the index, intents, and the lock.
 
-Teardown reads this, never today's config or the stop-time XML. One JSON file per domain
-UUID under the run directory, plus an index (name, status, backend and claimed host ports of
-every domain) so that a change reads one file, not one per domain. Written atomically, and
-only under the lock. Stdlib only: the hook's stop path imports this.
+- A record per domain UUID (``domains/<uuid>.json``): what is live (or waiting for a lease)
+  and its prerendered removal. Teardown reads this, never today's config or the stop-time XML.
+- The index (``index.json``): every record's name, status, backend and claimed host ports, so
+  that a change reads one file, not one per domain. Each entry carries the stamp (inode, size,
+  mtime) of the record it was made from; an index that does not match the records exactly (a
+  crash between the two writes) is rebuilt from them, so no claim outlives its record.
+- Intents (``intents/<uuid>.json``): what a hook asked for (``apply`` with the domain XML, or
+  ``remove``), written before anything else and without the lock, one file per domain (libvirt
+  runs one domain's hooks one at a time; the latest wins). Whoever holds the lock next carries
+  out every pending intent (intents.py), and deletes one only once it is done: a hook that ran
+  out of time, lost the lock or was killed at any instant leaves its intent to the next one.
+Records and the index are written atomically (rename) and only under the lock. Stdlib only: the
+hook's stop path imports this.
 """
 
 from __future__ import annotations
@@ -13,6 +22,7 @@ import json
 import os
 import time
 
+from . import deadline
 from .errors import PortfwdError
 from .paths import Paths
 
@@ -26,6 +36,7 @@ if TYPE_CHECKING:
 LIVE = "live"
 WAITING = "waiting"
 INDEX_KEYS = ("name", "status", "backend", "claims")
+APPLY, REMOVE = "apply", "remove"  # intents
 
 
 def read(paths: Paths, uuid: str) -> Data | None:
@@ -54,7 +65,7 @@ def write(paths: Paths, uuid: str, data: Data, index: dict[str, Data] | None = N
     """Write the record, then its index entry (under the lock; ``index``: as just read)."""
     _write_json(paths.record(uuid), data)
     index = read_index(paths) if index is None else index
-    index[uuid] = {key: data[key] for key in INDEX_KEYS}
+    index[uuid] = _entry(paths, uuid, data)
     _write_json(paths.index, index)
 
 
@@ -64,7 +75,7 @@ def replace_all(paths: Paths, records: dict[str, Data]) -> None:
         os.unlink(paths.record(uuid))
     for uuid, data in records.items():
         _write_json(paths.record(uuid), data)
-    _write_json(paths.index, {uuid: {key: data[key] for key in INDEX_KEYS} for uuid, data in records.items()})
+    _write_json(paths.index, {uuid: _entry(paths, uuid, data) for uuid, data in records.items()})
 
 
 def delete(paths: Paths, uuid: str, index: dict[str, Data] | None = None) -> None:
@@ -76,20 +87,103 @@ def delete(paths: Paths, uuid: str, index: dict[str, Data] | None = None) -> Non
 
 
 def read_index(paths: Paths) -> dict[str, Data]:
-    """uuid -> {name, status, backend, claims}; rebuilt from the records if missing or stale."""
+    """uuid -> {name, status, backend, claims, stamp}; rebuilt from the records unless it
+    matches them exactly (the same domains, each record as stamped)."""
+    present = uuids(paths)
     try:
         with open(paths.index, "rb") as handle:
             index = json.loads(handle.read())
-        if isinstance(index, dict):
+        if (
+            isinstance(index, dict)
+            and sorted(index) == present
+            and all(index[u].get("stamp") == _stamp(paths, u) for u in present)
+        ):
             return index
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):
         pass
     index = {}
-    for uuid in uuids(paths):
+    for uuid in present:
         data = read(paths, uuid)
         if data is not None:
-            index[uuid] = {key: data.get(key) for key in INDEX_KEYS}
+            index[uuid] = _entry(paths, uuid, data)
     return index
+
+
+def _entry(paths: Paths, uuid: str, data: Data) -> Data:
+    return {**{key: data.get(key) for key in INDEX_KEYS}, "stamp": _stamp(paths, uuid)}
+
+
+def _stamp(paths: Paths, uuid: str) -> list[int] | None:
+    try:
+        st = os.stat(paths.record(uuid))
+    except FileNotFoundError:
+        return None
+    return [st.st_ino, st.st_size, st.st_mtime_ns]
+
+
+# -- intents --------------------------------------------------------------------------------
+
+
+def write_intent(paths: Paths, uuid: str, op: str, name: str, xml: bytes = b"") -> None:
+    """Ask for ``op`` (APPLY with the domain XML, or REMOVE): no lock; replaces any earlier one."""
+    text = xml.decode("utf-8", "replace") if op == APPLY else ""
+    _write_json(paths.intent(uuid), {"op": op, "name": name, "xml": text, "at": time.time()})
+
+
+def has_intent(paths: Paths, uuid: str) -> bool:
+    return os.path.exists(paths.intent(uuid)) or os.path.exists(paths.intent(uuid, taken=True))
+
+
+def take_intents(paths: Paths) -> dict[str, Data]:
+    """Under the lock: take every pending intent (uuid -> intent). A taken intent stays on disk
+    (``<uuid>.taken``) until ``done_intent``; a newer one, written meanwhile, supersedes it."""
+    try:
+        names = os.listdir(paths.intent_dir)
+    except FileNotFoundError:
+        return {}
+    for name in sorted(names):
+        if name.endswith(".json"):
+            uuid = name[: -len(".json")]
+            os.replace(paths.intent(uuid), paths.intent(uuid, taken=True))
+    taken = {}
+    for name in os.listdir(paths.intent_dir):
+        if name.endswith(".taken"):
+            uuid = name[: -len(".taken")]
+            data = _read_json(paths.intent(uuid, taken=True))
+            if isinstance(data, dict) and data.get("op") in (APPLY, REMOVE):
+                taken[uuid] = data
+            else:  # unreadable (a write cut short): nothing to carry out
+                done_intent(paths, uuid)
+    return taken
+
+
+def done_intent(paths: Paths, uuid: str) -> None:
+    if os.path.exists(paths.intent(uuid, taken=True)):
+        os.unlink(paths.intent(uuid, taken=True))
+
+
+def pending_intents(paths: Paths) -> dict[str, Data]:
+    """Every intent not carried out yet (for status and the watcher; no lock: read only)."""
+    try:
+        names = sorted(os.listdir(paths.intent_dir))
+    except FileNotFoundError:
+        return {}
+    pending = {}
+    for name in names:  # "<uuid>.json" sorts before "<uuid>.taken": the newer one wins
+        uuid, _, kind = name.rpartition(".")
+        if kind in ("json", "taken") and uuid not in pending:
+            data = _read_json(os.path.join(paths.intent_dir, name))
+            if isinstance(data, dict):
+                pending[uuid] = data
+    return pending
+
+
+def _read_json(path: str) -> object:
+    try:
+        with open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (OSError, ValueError):
+        return None
 
 
 class locked:
@@ -101,15 +195,16 @@ class locked:
     def __enter__(self) -> None:
         os.makedirs(self.paths.run_dir, mode=0o755, exist_ok=True)
         self.fd = os.open(self.paths.lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        deadline = time.monotonic() + self.timeout
+        wait = deadline.remaining(self.timeout)
+        until = time.monotonic() + wait
         while True:
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 return
             except BlockingIOError:
-                if time.monotonic() > deadline:
+                if time.monotonic() > until:
                     os.close(self.fd)
-                    raise PortfwdError("lock busy", f"waited {self.timeout:.0f} s", where=self.paths.lock) from None
+                    raise PortfwdError("lock busy", f"waited {wait:.1f} s", where=self.paths.lock, retry=True) from None
                 time.sleep(0.005)
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, tb: TracebackType | None) -> None:

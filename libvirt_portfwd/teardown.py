@@ -2,11 +2,16 @@
 
 This is the hook's stop path (``stopped``, ``release``), so it stays light: it reads the
 record as JSON and applies the removal the backend rendered when the rules went live. Only
-if the firewall is no longer as we left it (the prerendered transaction is refused, and so
-changed nothing) does it read the firewall and render the removal again.
+if the firewall is no longer as we left it (the prerendered transaction is refused) does it
+read the firewall and render every other domain's rules again (which also undoes whatever
+half of the refused transaction was applied: iptables-restore commits table by table).
+A removal is asked for with an intent first (state.py): one that cannot run now (the lock,
+the time bound, a firewall tool) stays pending, and whoever holds the lock next completes it.
 """
 
 from __future__ import annotations
+
+import os
 
 from . import log, state
 from .errors import FirewallError, PortfwdError
@@ -14,23 +19,31 @@ from .paths import Paths
 
 
 def remove(uuid: str, paths: Paths, name: str = "") -> str:
-    with state.locked(paths):
-        data = state.read(paths, uuid)
-        if data is None:
-            return "nothing recorded"
-        name = data.get("name") or name
-        index = state.read_index(paths)
-        if data.get("status") == state.LIVE:
-            others = sum(
-                1
-                for u, e in index.items()
-                if u != uuid and e["status"] == state.LIVE and e["backend"] == data["backend"]
-            )
-            try:
-                _remove_rules(uuid, data, others, paths)
-            except PortfwdError as exc:
-                raise exc.for_domain(name) from None
-        state.delete(paths, uuid, index)
+    """The domain's rules and record removed, by way of a REMOVE intent (see the module doc)."""
+    from . import intents
+
+    if not os.path.exists(paths.record(uuid)) and not state.has_intent(paths, uuid):
+        return "nothing recorded"
+    state.write_intent(paths, uuid, state.REMOVE, name)
+    return intents.carry_out_for(uuid, paths)
+
+
+def remove_locked(uuid: str, paths: Paths, name: str = "") -> str:
+    """Under the lock already held."""
+    data = state.read(paths, uuid)
+    if data is None:
+        return "nothing recorded"
+    name = data.get("name") or name
+    index = state.read_index(paths)
+    if data.get("status") == state.LIVE:
+        others = sum(
+            1 for u, e in index.items() if u != uuid and e["status"] == state.LIVE and e["backend"] == data["backend"]
+        )
+        try:
+            _remove_rules(uuid, data, others, paths)
+        except PortfwdError as exc:
+            raise exc.for_domain(name) from None
+    state.delete(paths, uuid, index)
     log.info(f"{name}: forwards removed ({len(data.get('forwards') or ())} recorded)")
     return "removed"
 
@@ -44,6 +57,8 @@ def remove_all(paths: Paths) -> int:
         for backend in available_backends():
             backend.apply(backend.rebuild([]))
         state.replace_all(paths, {})
+        for uuid in state.take_intents(paths):  # nothing is to be applied any more
+            state.done_intent(paths, uuid)
     log.info(f"removed every forward ({len(uuids)} domain(s))")
     return len(uuids)
 

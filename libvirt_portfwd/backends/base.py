@@ -37,3 +37,6 @@ class Backend(Protocol):
 
     def live(self) -> set[str]:
         """UUIDs of the domains whose rules packets reach now."""
+
+    def owners(self) -> set[str]:
+        """UUIDs of the domains that have any rule of ours now, reachable or not."""

@@ -55,3 +55,9 @@ class IptablesBackend:
         from .iptables_rules import live_chains
 
         return {names.uuid_of_chain(chain) for chain in live_chains()}
+
+    def owners(self) -> set[str]:
+        from .. import names
+        from .iptables_rules import observe_tables
+
+        return {names.uuid_of_chain(c) for seen in observe_tables().values() for c in seen.chains}

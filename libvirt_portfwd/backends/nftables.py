@@ -70,3 +70,8 @@ class NftablesBackend:
         from .nftables_rules import live_uuids
 
         return live_uuids()
+
+    def owners(self) -> set[str]:
+        from .nftables_rules import owner_uuids
+
+        return owner_uuids()

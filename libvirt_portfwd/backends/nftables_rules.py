@@ -148,8 +148,18 @@ def live_uuids() -> set[str]:
     [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
     if code != 0 or not _dispatch_intact(out):
         return set()
+    return _tagged(out)
+
+
+def owner_uuids() -> set[str]:
+    """Domains with any element or rule in our table."""
+    [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
+    return _tagged(out) if code == 0 else set()
+
+
+def _tagged(listing: str) -> set[str]:
     prefix = f'comment "{names.tag()}:'
-    return {part.split('"', 1)[0] for part in out.split(prefix)[1:]}
+    return {part.split('"', 1)[0] for part in listing.split(prefix)[1:]}
 
 
 def _dispatch_intact(listing: str) -> bool:

@@ -30,3 +30,6 @@ class NoneBackend:
 
     def live(self) -> set[str]:
         return set()
+
+    def owners(self) -> set[str]:
+        return set()

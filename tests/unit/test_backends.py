@@ -126,6 +126,7 @@ def test_the_names_import_no_backend_and_no_typing() -> None:
     assert out.split() == [
         "libvirt_portfwd.backendnames",
         "libvirt_portfwd.backends",
+        "libvirt_portfwd.deadline",
         "libvirt_portfwd.errors",
         "libvirt_portfwd.run",
     ]
