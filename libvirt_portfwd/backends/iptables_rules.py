@@ -46,6 +46,12 @@ HOOK_RULES = (
     HookRule("filter", "FORWARD", TOP_JUMP),
 )
 TABLES = ("nat", "filter")
+# iptables-restore (legacy and nft alike) commits each table at its COMMIT line, so a change that
+# spans both is atomic per table only. Order them so that the half applied alone, if the other
+# is refused, opens nothing: adds write filter's accept first (it matches only connections our
+# DNAT translated), removals take nat's DNAT away first. A refusal is then undone by a rebuild.
+ADD_ORDER = ("filter", "nat")
+REMOVE_ORDER = ("nat", "filter")
 HOOKS = {table: tuple(h.chain for h in HOOK_RULES if h.table == table) for table in TABLES}
 
 
@@ -80,7 +86,7 @@ def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str,
     """The transaction for one domain; pure (``observed`` is what observe_chains() read)."""
     chain = names.domain_chain(uuid)
     tables = []
-    for table in TABLES:
+    for table in ADD_ORDER if plan else REMOVE_ORDER:
         seen = observed[table]
         own_jumps = [r for r in seen.dispatch_rules or () if _target(r) == chain]
         drop = [_spec(r) for r in own_jumps]
@@ -122,7 +128,7 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
             add_jumps=tuple(p.uuid for p in plans),
             delete_dispatch=not plans,
         )
-        for table in TABLES
+        for table in ADD_ORDER
     ]
     return _render(Transaction(tables=tuple(tables), plans=tuple(plans), removed=tuple(stale)))
 
