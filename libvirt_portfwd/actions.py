@@ -143,12 +143,19 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
     Adds what is missing, removes what is stale (stopped domains, flushed or foreign edits),
     in one transaction for the configured backend; every other backend is emptied. A domain
     whose declaration is now broken keeps the forwards it had; its error is returned.
+
+    Pending intents come first: they are newer than ``running`` (a domain that stopped or
+    started since libvirt was asked). The new records are written before the transaction: if
+    sync dies in between, the records say what the firewall must hold, and the watcher's next
+    pass (or any repair) rebuilds exactly that.
     """
     errors: list[PortfwdError] = []
     waiting: list[tuple[str, str]] = []
     with state.locked(paths):
-        for uuid in state.take_intents(paths):  # libvirt's list of running domains is the truth now
-            state.done_intent(paths, uuid)
+        pending = state.pending_intents(paths)
+        intents.carry_out(paths)
+        running = {u: x for u, x in running.items() if pending.get(u, {}).get("op") != state.REMOVE}
+        running |= {u: str(i["xml"]).encode() for u, i in pending.items() if i.get("op") == state.APPLY}
         host = read_host(paths)
         backend = select_backend(host.config.backend, paths.network_dir)
         old = {r.uuid: r for r in load_records(paths)}
@@ -173,13 +180,13 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
                 waiting.append((uuid, record.token))
             records.append(record)
         live = [r.plan for r in records if r.status == state.LIVE]
-        for other in available_backends_except(backend):
-            other.apply(other.rebuild([]))
-        backend.apply(backend.rebuild(live))
         for record in records:
             if record.status == state.LIVE:
                 record.backend, record.teardown = backend.name, backend.removal(record.plan)
         state.replace_all(paths, {r.uuid: encode(r) for r in records})
+        for other in available_backends_except(backend):
+            other.apply(other.rebuild([]))
+        backend.apply(backend.rebuild(live))
     for uuid, token in waiting:
         start_waiter(paths, uuid, token)
     removed = len(set(old) - {r.uuid for r in records})

@@ -7,6 +7,7 @@ traceback in the journal), 130 ^C; ``hook`` exits as the hook does.
 import argparse
 import os
 import sys
+import time
 from typing import TYPE_CHECKING
 
 from .backendnames import CHOICES
@@ -180,6 +181,12 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
                 f"{record.name:20} {record.uuid:36} {record.status:8} {str(forward.claim) if forward else '-':28} "
                 f"{target:22} {('yes' if is_live else 'NO') if record.status == LIVE else '-'}"
             )
+    from . import state
+
+    for uuid, intent in sorted(state.pending_intents(paths).items()):
+        age = max(0.0, time.time() - float(intent.get("at") or 0))
+        what = "removal" if intent.get("op") == state.REMOVE else "apply"
+        print(f"{intent.get('name') or '?':20} {uuid:36} pending  {what} asked {age:.0f} s ago, not done yet (see the log)")
     if not records:
         print("(no forwards recorded)")
     return 0

@@ -4,7 +4,10 @@ No libvirt hook fires after libvirtd reloads its firewall on SIGHUP, nor after a
 reload, and an admin may flush anything at any time. The watcher follows every ruleset change
 (``nft monitor``; iptables-nft changes are nftables changes too), waits for the burst to end,
 and checks that every recorded live forward is reachable (our rules in place, our accept
-above libvirt's reject). Only if not, it rebuilds our rules from the records, under the lock.
+above libvirt's reject) and that no rule of ours belongs to a domain not recorded live. Only if
+not, it rebuilds our rules from the records, under the lock. Intents a hook could not carry out
+(the lock busy, its time bound spent, a firewall command hanging) are completed within a second,
+then tried less and less often while they keep failing.
 Our own repairs show up as changes too, and then find everything in place: no loop. A
 periodic check covers changes it cannot see (iptables-legacy).
 """
@@ -25,6 +28,7 @@ from .paths import Paths
 
 QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
 PERIOD = 30.0  # check this often even when nothing was seen
+PENDING_POLL = 1.0  # while intents are pending (a hook could not finish): try this often, then less
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,6 +64,7 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
+    from . import state
     from .actions import repair
 
     assert monitor.stdout is not None
@@ -67,13 +72,20 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     selector.register(monitor.stdout, selectors.EVENT_READ)
     due = time.monotonic() + period
     changed = False
+    backoff, seen = PENDING_POLL, {}
     while True:
-        timeout = QUIET if changed else max(0.0, due - time.monotonic())
+        pending = state.pending_intents(paths)
+        if pending != seen:  # new intents (a hook that could not finish): look again soon
+            backoff, seen = PENDING_POLL, pending
+        wait = max(0.0, due - time.monotonic())
+        timeout = QUIET if changed else (min(wait, backoff) if pending else wait)
         if selector.select(timeout):
             if not monitor.stdout.readline():
                 raise PortfwdError("watcher stopped", "nft monitor exited")
             changed = True
             continue
+        if pending and not changed and time.monotonic() < due:
+            backoff = min(backoff * 2, period)  # still pending after this try: less often
         changed = False
         due = time.monotonic() + period
         try:
@@ -82,8 +94,4 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
             log.error(str(exc))
             continue
         if repaired:
-            log.info(f"watcher: forwards of {repaired} domain(s) were not reachable; rules rebuilt")
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+            log.info(f"watcher: forwards of {repaired} domain(s) were not as recorded; rules rebuilt")
