@@ -186,7 +186,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
     for uuid, intent in sorted(state.pending_intents(paths).items()):
         age = max(0.0, time.time() - float(intent.get("at") or 0))
         what = "removal" if intent.get("op") == state.REMOVE else "apply"
-        print(f"{intent.get('name') or '?':20} {uuid:36} pending  {what} asked {age:.0f} s ago, not done yet (see the log)")
+        print(f"{intent.get('name') or '?':20} {uuid:36} pending  {what} asked {age:.0f} s ago (see the log)")
     if not records:
         print("(no forwards recorded)")
     return 0

@@ -18,7 +18,6 @@ import argparse
 import selectors
 import signal
 import subprocess
-import sys
 import time
 
 from . import log
