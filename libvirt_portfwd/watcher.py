@@ -71,7 +71,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     selector.register(monitor.stdout, selectors.EVENT_READ)
     due = time.monotonic() + period
     changed = False
-    backoff, seen = PENDING_POLL, {}
+    backoff, seen = PENDING_POLL, state.pending_intents(paths)
     while True:
         pending = state.pending_intents(paths)
         if pending != seen:  # new intents (a hook that could not finish): look again soon
