@@ -42,7 +42,7 @@ def environment() -> "jinja2.Environment":
         keep_trailing_newline=True,
         autoescape=False,
         # compiling the template costs more than the rest of a hook run: keep the compiled code
-        bytecode_cache=jinja2.FileSystemBytecodeCache(_bytecode_dir()),
+        bytecode_cache=jinja2.FileSystemBytecodeCache(directory) if (directory := _bytecode_dir()) else None,
     )
     env.filters.update(
         chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports, quote=quote
@@ -63,8 +63,8 @@ _cache_dir: str | None = None
 
 
 def _bytecode_dir() -> str | None:
-    """RUN_DIR/jinja2 beside the render cache (removed with the run dir), else jinja2's default:
-    a private per-user directory under the temp dir (e.g. ``plan`` run as a user)."""
+    """RUN_DIR/jinja2 beside the render cache (removed with the run dir), else none: no cache
+    is kept where no run dir is in use (``plan`` as a user, install.sh's self-check)."""
     if _cache_dir is None:
         return None
     directory = os.path.join(os.path.dirname(_cache_dir), "jinja2")

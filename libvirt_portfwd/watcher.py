@@ -71,22 +71,27 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     selector.register(monitor.stdout, selectors.EVENT_READ)
     due = time.monotonic() + period
     changed = False
-    backoff, seen = PENDING_POLL, state.pending_intents(paths)
+    backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
     while True:
-        pending = state.pending_intents(paths)
-        if pending != seen:  # new intents (a hook that could not finish): look again soon
-            backoff, seen = PENDING_POLL, pending
-        wait = max(0.0, due - time.monotonic())
-        timeout = QUIET if changed else (min(wait, backoff) if pending else wait)
+        now = time.monotonic()
+        pending = state.pending_intents(paths)  # a listdir: cheap enough to look every second
+        if pending != seen:  # new intents (a hook that could not finish): try them now
+            backoff, seen, retry_at = PENDING_POLL, pending, now
+        wake = min(due, retry_at) if pending else due
+        timeout = QUIET if changed else max(0.0, min(wake - now, PENDING_POLL))
         if selector.select(timeout):
             if not monitor.stdout.readline():
                 raise PortfwdError("watcher stopped", "nft monitor exited")
             changed = True
             continue
-        if pending and not changed and time.monotonic() < due:
-            backoff = min(backoff * 2, period)  # still pending after this try: less often
+        now = time.monotonic()
+        retry = bool(pending) and now >= retry_at
+        if not (changed or retry or now >= due):
+            continue
+        if retry:  # still pending after this try: less and less often
+            retry_at, backoff = now + backoff, min(backoff * 2, period)
         changed = False
-        due = time.monotonic() + period
+        due = now + period
         try:
             repaired = repair(paths)
         except PortfwdError as exc:
