@@ -191,7 +191,7 @@ def profile_lines(profiles: dict[str, Any]) -> str:
     lines = []
     costs = profiles.get("import_costs_ms")
     if costs:
-        lines.append(f"Import costs, added to `python -I -c pass` ({costs['bare_ms']} ms):")
+        lines.append(f"Import costs, added to `python -I -S` with boot.py's sys.path ({costs['bare_ms']} ms):")
         lines += [f"- {name}: +{added} ms" for name, added in costs["added_ms"].items()]
     for key, value in profiles.items():
         if key.startswith("importtime."):
