@@ -183,7 +183,7 @@ NFT_TABLE = "libvirt_portfwd"
 def chain_of(uuid: str) -> str:
     from libvirt_portfwd.names import domain_chain  # the release's own naming (main() put it first on sys.path)
 
-    return domain_chain(uuid)
+    return str(domain_chain(uuid))
 
 
 class LivePoller(threading.Thread):
@@ -477,6 +477,7 @@ def datapath(
     xml = scenario.domain_xml(name, uuid, [(scenario.WEB_PORT, scenario.WEB_GUEST_PORT)])
     host.hook(name, "started", "begin", xml)
     host.verify_live(uuid, 1)
+    where: dict[str, int | str]
     if host.info.kind == "nftables":
         where = {"map_elements": host.nft_elements()}  # every forward's element, the matching one included
     else:

@@ -4,6 +4,8 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from stats import summary
+
 Row = dict[str, Any]
 
 NOOP_OPS = ("prepare", "release", "migrate", "started", "stopped")
@@ -64,7 +66,7 @@ def virsh_rows(virsh: dict[str, Any]) -> list[Row]:
                              "unit": "ms", **stats})  # fmt: skip
     problem = virsh.get("skipped") or virsh.get("error")
     if problem:
-        empty = {"n": 0, "median": None, "min": None, "max": None, "q1": None, "q3": None, "samples": []}
+        empty = summary([])  # no samples: n 0, every figure None
         rows.append({"section": "7", "id": "virsh.note", "label": "`virsh start` / `virsh destroy`", "unit": "ms",
                      **empty, "note": f"{'skipped' if 'skipped' in virsh else 'error'}: {problem}"})  # fmt: skip
     return rows
@@ -78,7 +80,7 @@ def virsh_added(rows: list[Row]) -> float | None:
     without = [v for phase in phases for v in phase.get("samples", [])]
     if not with_hook or not with_hook["n"] or not without:
         return None
-    return float(with_hook["median"]) - statistics.median(without)
+    return float(with_hook["median"]) - float(statistics.median(without))
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
