@@ -3,6 +3,10 @@
 #   ./install.sh               install, upgrade or repair (idempotent; run it again after a
 #                              distribution upgrade or whenever a hook says so)
 #   ./install.sh --uninstall   remove everything it added, live rules included
+#   ./install.sh --stage       only the release, the default config, the hooks and the CLI, into
+#                              the four places the environment must name (LIBVIRT_PORTFWD_PREFIX,
+#                              LIBVIRT_PORTFWD_CONFIG, LIBVIRT_HOOKS_DIR, LIBVIRT_PORTFWD_CLI):
+#                              no packages, services or sysctl (bench/ measures what this builds)
 # Installs: the Debian packages it needs (Debian's own python3 and its python3-lxml, -jinja2,
 # -yaml and -libvirt, so that a distribution upgrade brings the dependencies along), this
 # checkout's code as a new release under /opt/libvirt-portfwd/releases, checked, then switched
@@ -24,7 +28,7 @@ NETWORK_HOOK=$HOOK_DIR/network.d/libvirt-portfwd
 UNIT_DIR=/etc/systemd/system
 UNITS=(libvirt-portfwd-watch.service libvirt-portfwd-sync.service)
 SYSCTL_FILE=/etc/sysctl.d/60-libvirt-portfwd.conf
-CLI=/usr/local/sbin/libvirt-portfwd
+CLI=${LIBVIRT_PORTFWD_CLI:-/usr/local/sbin/libvirt-portfwd}
 MARKER="managed-by: libvirt-portfwd"
 PACKAGES=(python3 python3-lxml python3-jinja2 python3-yaml python3-libvirt iptables nftables procps)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -165,6 +169,18 @@ install_all() {
     say "installed; try: libvirt-portfwd plan <domain.xml>, libvirt-portfwd status"
 }
 
+# The runtime exactly as install_all installs it, elsewhere: a temporary prefix and root (bench/)
+stage_all() {
+    local name
+    for name in LIBVIRT_PORTFWD_PREFIX LIBVIRT_PORTFWD_CONFIG LIBVIRT_HOOKS_DIR LIBVIRT_PORTFWD_CLI; do
+        [ -n "${!name:-}" ] || die "--stage writes only where the environment says: set $name"
+    done
+    install_release
+    install_config
+    install_hook
+    install_cli
+}
+
 uninstall_all() {
     local unit target
     if [ -d /run/systemd/system ]; then
@@ -201,5 +217,6 @@ uninstall_all() {
 case "${1:-}" in
     "") install_all ;;
     --uninstall) uninstall_all ;;
-    *) die "usage: $0 [--uninstall]" ;;
+    --stage) stage_all ;;
+    *) die "usage: $0 [--uninstall | --stage]" ;;
 esac

@@ -1,8 +1,14 @@
-"""The benchmark's world: a source snapshot, its venv, three namespaces and a temporary root.
+"""The benchmark's world: a source snapshot, its runtime as install.sh installs it, three
+namespaces and a temporary root.
 
-Everything lives under one temporary directory and in namespaces named ``pfb-{h,g,c}-<tag>``;
-``destroy()`` ends the processes left in those namespaces (by pid), deletes the namespaces
-and the directory. Nothing touches the root namespace's firewall, routes or interfaces.
+The runtime is what the snapshot's own ``install.sh --stage`` builds (install.sh's own steps,
+not a copy of them): a release directory compiled by /usr/bin/python3 and checked, the
+``current`` link, the default config, the hooks (POSIX sh shims rendered by the release's
+``hooks/boot.py shim``) and the CLI launcher, all under this lab's directory instead of /opt,
+/etc and /usr/local. Everything lives under one temporary directory and in namespaces named
+``pfb-{h,g,c}-<tag>``; ``destroy()`` ends the processes left in those namespaces (by pid),
+deletes the namespaces and the directory. Nothing touches the root namespace's firewall,
+routes or interfaces.
 """
 
 import contextlib
@@ -12,7 +18,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -36,11 +41,12 @@ SNAPSHOT_PATHS = (
     "tests/e2e/portfwd_lab.py",
     "tests/e2e/ruleset.py",
     "tests/installed.py",
-    "setup.cfg",
-    "pyproject.toml",
     "README.md",
 )
 SYSTEM_ENV = {"PATH": scenario.HOOK_PATH, "LC_ALL": "C", "HOME": "/root"}
+PYTHON = "/usr/bin/python3"  # what install.sh, the hooks' shim and the CLI launcher run
+RELEASE_LAYOUT = "hooks/boot.py"  # the release layout's entry point (1459d88); before it: a pip venv
+STAGE_OPTION = "--stage)"  # install.sh's case label for the mode that builds the runtime elsewhere
 
 
 class BenchError(Exception):
@@ -69,6 +75,8 @@ class LabInfo:
     client: str
     root: str
     python: str
+    lib: str  # the code as the hooks find it: PREFIX/current (a link to the release directory)
+    config: str  # the config path baked into the hooks and the CLI launcher
     hook: str
     cli: str
     source: str
@@ -87,10 +95,10 @@ class Lab:
         self.workdir = workdir
         self.source = workdir / "src"
         self.root = workdir / "root"
-        self.python = ""
+        self.prefix = workdir / "opt" / "libvirt-portfwd"  # install.sh's /opt/libvirt-portfwd
+        self.python = PYTHON
         self.namespaces: list[str] = []
         self.servers: list[subprocess.Popen[str]] = []
-        self.warnings: list[str] = []
 
     # -- the code under test ------------------------------------------------------------------
     def snapshot(self, ref: str | None) -> str:
@@ -107,48 +115,50 @@ class Lab:
             return "work tree"
         # git archive only reads objects: the index and the work tree stay as they are
         commit = sh("git", "-C", str(REPO), "rev-parse", "--verify", f"{ref}^{{commit}}").strip()
+        present = sh("git", "-C", str(REPO), "ls-tree", "--name-only", commit, "--", *SNAPSHOT_PATHS).split()
+        if RELEASE_LAYOUT not in sh("git", "-C", str(REPO), "ls-tree", "-r", "--name-only", commit, "--", "hooks"):
+            raise BenchError(
+                f"{ref} ({commit[:12]}) predates the release layout (no {RELEASE_LAYOUT}: a pip venv and a "
+                "Python hooks/qemu); this benchmark measures the runtime as install.sh installs it since "
+                "1459d88 and refuses older commits (their own bench/ measured them)"
+            )
         tar = subprocess.run(
-            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "--", *SNAPSHOT_PATHS],
+            ["git", "-C", str(REPO), "archive", "--format=tar", commit, "--", *present],
             capture_output=True,
             check=True,
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(self.source)], input=tar, check=True)
+        if STAGE_OPTION not in (self.source / "install.sh").read_text():
+            raise BenchError(
+                f"{ref} ({commit[:12]}): its install.sh has no --stage, with which this benchmark builds the "
+                "runtime exactly as install.sh installs it; the first commits of the release layout (from "
+                "1459d88 up to the one that added --stage) are refused"
+            )
         return f"git {ref} = {commit}"
 
-    def build_venv(self, venv: Path | None) -> None:
-        """A non-editable install from Debian's /usr/bin/python3, as install.sh makes it."""
-        if venv is not None:
-            self.python = str(venv / "bin" / "python3")
-            return
-        venv = self.workdir / "venv"
-        sh("/usr/bin/python3", "-m", "venv", str(venv))
-        pip = [str(venv / "bin" / "pip"), "--disable-pip-version-check", "-q", "install"]
-        wheels = REPO / ".cache" / "wheels"
-        try:
-            if not wheels.is_dir():
-                raise BenchError("no wheelhouse")
-            sh(*pip, "--no-index", "--find-links", str(wheels), str(self.source), timeout=300)
-        except BenchError:
-            sh(*pip, str(self.source), timeout=600)
-        self.python = str(venv / "bin" / "python3")
-        self.check_templates(venv)
+    def stage(self) -> None:
+        """The snapshot's ``install.sh --stage`` in the host namespace: its release, config, hooks
+        and CLI, in this lab's directory."""
+        install_sh = self.source / "install.sh"
+        env = {
+            **SYSTEM_ENV,
+            "LIBVIRT_PORTFWD_PREFIX": str(self.prefix),
+            "LIBVIRT_PORTFWD_CONFIG": str(self.config),
+            "LIBVIRT_HOOKS_DIR": str(self.root / "etc" / "libvirt" / "hooks"),
+            "LIBVIRT_PORTFWD_CLI": str(self.cli),
+        }
+        argv = ["ip", "netns", "exec", self.host, str(install_sh), "--stage"]  # in the host, as an admin would
+        proc = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300, check=False)
+        if proc.returncode != 0:
+            raise BenchError(f"install.sh --stage: exit {proc.returncode}: {(proc.stdout + proc.stderr)[-2000:]}")
+        for path in (self.hook, self.cli, self.config, self.lib / "hooks" / "boot.py"):
+            if not path.is_file():
+                raise BenchError(f"install.sh --stage did not write {path}")
 
-    def check_templates(self, venv: Path) -> None:
-        """Every template of the checkout must be installed; a missing one is a packaging bug.
-
-        It is reported (and kept in results.json) and copied in, so that the rest can be measured.
-        """
-        installed = venv / "share" / "libvirt-portfwd" / "templates"
-        for template in sorted((self.source / "templates").glob("*.j2")):
-            if not (installed / template.name).exists():
-                warning = (
-                    f"packaging bug: templates/{template.name} is not installed by a non-editable install "
-                    f"(setup.cfg [options.data_files]); the benchmark copies it into {installed}"
-                )
-                log(f"WARNING: {warning}")
-                self.warnings.append(warning)
-                installed.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(template, installed / template.name)
+    @property
+    def lib(self) -> Path:
+        """Where the hooks and the CLI find the code: the ``current`` link, as install.sh writes them."""
+        return self.prefix / "current"
 
     # -- namespaces ---------------------------------------------------------------------------
     def create(self) -> None:
@@ -189,14 +199,7 @@ class Lab:
             "var/lib/libvirt/dnsmasq/virbr0.status", scenario.leases_json({scenario.GUEST_MAC: scenario.GUEST_ADDRESS})
         )
         self._write("var/lib/libvirt/dnsmasq/virbr1.status", scenario.leases_json(scenario.bulk_leases(bulk)))
-        self._write("etc/libvirt-portfwd/config.yaml", (self.source / "templates" / "config.yaml").read_text())
-        # install.sh's rewrite of hooks/qemu: the venv's interpreter with -I, the config path baked in
-        lines = (self.source / "hooks" / "qemu").read_text().splitlines(keepends=True)
-        lines[0] = f"#!{self.python} -I\n"
-        text = "".join(lines).replace("\nCONFIG = None\n", f"\nCONFIG = {str(self.config)!r}\n")
-        hook = self.hook
-        self._write(str(hook.relative_to(self.root)), text)
-        hook.chmod(0o755)
+        self.stage()  # the default config (templates/config.yaml), the hooks and the CLI, as install.sh writes them
 
     @property
     def config(self) -> Path:
@@ -205,6 +208,10 @@ class Lab:
     @property
     def hook(self) -> Path:
         return self.root / "etc" / "libvirt" / "hooks" / "qemu.d" / "libvirt-portfwd"
+
+    @property
+    def cli(self) -> Path:
+        return self.root / "usr" / "local" / "sbin" / "libvirt-portfwd"
 
     def _write(self, relative: str, text: str) -> None:
         fakehost.write_atomic(self.root / relative, text)
@@ -216,8 +223,10 @@ class Lab:
             client=self.client,
             root=str(self.root),
             python=self.python,
+            lib=str(self.lib),
+            config=str(self.config),
             hook=str(self.hook),
-            cli=str(Path(self.python).parent / "libvirt-portfwd"),
+            cli=str(self.cli),
             source=description,
             workdir=str(self.workdir),
             kind=self.kind,
@@ -228,18 +237,24 @@ class Lab:
 
     # -- cleanup ------------------------------------------------------------------------------
     def jinja2_cache_files(self) -> list[Path]:
-        """The compiled templates our hook runs left in jinja2's per-user cache in /tmp.
+        """The compiled templates install.sh's self-check left in jinja2's per-user cache in /tmp.
 
-        Commits before 1afbca4 kept them in jinja2's default FileSystemBytecodeCache (later ones in
-        the run dir, under the temporary root), keyed by sha1("<name>|<template path>"): a
-        temporary venv leaves entries nobody will use again (``--ref`` of such a commit).
+        ``boot.py check`` loads every template of the new release while it is still
+        ``<release>.partial``, with jinja2's default FileSystemBytecodeCache in /tmp (install.sh
+        runs with SYSTEM_ENV: no TMPDIR; the hooks use the run dir, under the temporary root), keyed
+        by sha1("<name>|<template path>"): entries for a path that exists no more, as every
+        install.sh leaves them. The final path's too, should the check ever run there.
         """
-        templates = Path(self.python).parent.parent / "share" / "libvirt-portfwd" / "templates"
-        cache = Path(tempfile.gettempdir()) / f"_jinja2-cache-{os.getuid()}"
-        if not self.python or not str(templates).startswith(str(self.workdir)):
-            return []  # not our venv (--venv): its cache entries stay useful
-        keys = [hashlib.sha1(f"{t.name}|{t}".encode()).hexdigest() for t in sorted(templates.glob("*.j2"))]
-        return [cache / f"__jinja2_{key}.cache" for key in keys]
+        release = self.lib.resolve()
+        if not str(release).startswith(str(self.workdir)):
+            return []  # not staged (yet)
+        cache = Path("/tmp") / f"_jinja2-cache-{os.getuid()}"
+        paths = []
+        for template in sorted((release / "templates").glob("*.j2")):
+            for directory in (release.with_name(f"{release.name}.partial"), release):
+                key = hashlib.sha1(f"{template.name}|{directory / 'templates' / template.name}".encode()).hexdigest()
+                paths.append(cache / f"__jinja2_{key}.cache")
+        return paths
 
     def destroy(self) -> None:
         for path in self.jinja2_cache_files():

@@ -1,10 +1,12 @@
 """The measurements, run inside the host namespace: ``measure.py INFO.json OUT.json [--quick]``.
 
-Started by run.py as ``ip netns exec <host> <venv python> measure.py ...``, so every process it
-spawns (hooks, iptables, the CLI) runs in the host namespace without paying for ``ip netns
-exec``: a hook's time is fork + exec of the hook file (its ``#!<venv>/bin/python3 -I`` line)
-until it exits, exactly what libvirtd waits for. Each hook run gets libvirt's environment
-(PATH, LC_ALL=C, HOME=/root, PWD=/) plus LIBVIRT_PORTFWD_ROOT, the XML on stdin, cwd /.
+Started by run.py as ``ip netns exec <host> /usr/bin/python3 measure.py ...``, so every process
+it spawns (hooks, iptables, the CLI) runs in the host namespace without paying for ``ip netns
+exec``: a hook's time is fork + exec of the hook file as install.sh wrote it (the POSIX sh shim:
+``/bin/sh`` starts, runs ``/usr/bin/python3 -I -S <lib>/hooks/boot.py qemu <config> ...`` as its
+child and maps its exit code) until the shim exits, exactly what libvirtd waits for. Each hook
+run gets libvirt's environment (PATH, LC_ALL=C, HOME=/root, PWD=/) plus LIBVIRT_PORTFWD_ROOT,
+the XML on stdin, cwd /.
 """
 
 import json
@@ -84,12 +86,20 @@ class Host:
             raise BenchError(f"{' '.join(argv[:6])}: exit {proc.returncode}: {proc.stderr.decode()[-2000:]}")
         return elapsed
 
-    def hook_argv(self, name: str, operation: str, sub: str) -> list[str]:
+    def boot_argv(self, *args: str, flags: Sequence[str] = ()) -> list[str]:
+        """``/usr/bin/python3 -I -S [flags] <lib>/hooks/boot.py args...``: how the shim, the CLI
+        launcher and the waiter start the runtime (``flags``: -X importtime, -m cProfile ...)."""
+        return [self.info.python, "-I", "-S", *flags, f"{self.info.lib}/hooks/boot.py", *args]
+
+    def hook_argv(self, name: str, operation: str, sub: str, shim: bool = True) -> list[str]:
+        """The installed hook (the shim), or (``shim=False``) the command line the shim runs."""
+        if not shim:
+            return self.boot_argv("qemu", self.info.config, name, operation, sub, "-")
         return [self.info.hook, name, operation, sub, "-"]
 
-    def hook(self, name: str, operation: str, sub: str, xml: str) -> float:
+    def hook(self, name: str, operation: str, sub: str, xml: str, shim: bool = True) -> float:
         """One hook run as libvirt makes it: it must exit 0 and print nothing to stdout."""
-        proc, elapsed = self.run(self.hook_argv(name, operation, sub), xml.encode(), self.hook_env, 60)
+        proc, elapsed = self.run(self.hook_argv(name, operation, sub, shim), xml.encode(), self.hook_env, 60)
         if proc.returncode != 0 or proc.stdout:
             raise BenchError(
                 f"hook {name} {operation}: exit {proc.returncode}, stdout {proc.stdout[:200]!r}, "
@@ -171,9 +181,9 @@ NFT_TABLE = "libvirt_portfwd"
 
 
 def chain_of(uuid: str) -> str:
-    from libvirt_portfwd.names import domain_chain  # the installed package's own naming
+    from libvirt_portfwd.names import domain_chain  # the release's own naming (main() put it first on sys.path)
 
-    return domain_chain(uuid)
+    return str(domain_chain(uuid))
 
 
 class LivePoller(threading.Thread):
@@ -224,9 +234,18 @@ def nothing_to_do(host: Host, repeats: int) -> list[Row]:
         "spawn.true": ("process spawn floor: /bin/true", lambda: host.timed(["/bin/true"])),
         "bare": ("bare interpreter: python -c pass", lambda: host.timed([python, "-c", "pass"])),
         "bare.isolated": ("bare interpreter: python -I -c pass", lambda: host.timed([python, "-I", "-c", "pass"])),
+        "bare.nosite": (
+            "bare interpreter: python -I -S -c pass (as boot.py starts)",
+            lambda: host.timed([python, "-I", "-S", "-c", "pass"]),
+        ),
+        "spawn.sh": ("shell start: /bin/sh -c : (the shim's interpreter)", lambda: host.timed(["/bin/sh", "-c", ":"])),
         "noop.prepare": (
             "hook prepare, VM without forwards (config cache warm)",
             lambda: host.hook("plain", "prepare", "begin", plain),
+        ),
+        "noop.prepare.boot": (
+            "prepare without the shim: the boot.py command line it runs",
+            lambda: host.hook("plain", "prepare", "begin", plain, shim=False),
         ),
         "noop.started": (
             "hook started, VM without forwards",
@@ -458,6 +477,7 @@ def datapath(
     xml = scenario.domain_xml(name, uuid, [(scenario.WEB_PORT, scenario.WEB_GUEST_PORT)])
     host.hook(name, "started", "begin", xml)
     host.verify_live(uuid, 1)
+    where: dict[str, int | str]
     if host.info.kind == "nftables":
         where = {"map_elements": host.nft_elements()}  # every forward's element, the matching one included
     else:
@@ -613,6 +633,7 @@ def run_nftables(host: Host, repeats: Repeats) -> dict[str, Any]:
 
 def main(argv: list[str]) -> int:
     info = LabInfo(**json.loads(Path(argv[0]).read_text()))
+    sys.path.insert(0, info.lib)  # chain_of: the release's libvirt_portfwd, not the checkout's
     repeats = Repeats.quick() if "--quick" in argv else Repeats()
     host = Host(info)
     os.chdir("/")

@@ -1,9 +1,16 @@
-"""Where the time goes: ``python -X importtime`` and cProfile of single hook runs and of a sync.
+"""Where the time goes: ``-X importtime`` and cProfile of single hook runs and of a sync.
 
-Imports are summed per top-level package (self times, so the figures add up to the total);
-cProfile's wall-clock timer also counts the time spent waiting for iptables processes.
+Each profiled run is the command line the shim (or the CLI launcher) runs, with the profiler's
+flags added: ``/usr/bin/python3 -I -S -X importtime <lib>/hooks/boot.py qemu ...`` and
+``/usr/bin/python3 -I -S -m cProfile -o OUT <lib>/hooks/boot.py ...`` (the shim's own dash
+start is measured in section 1, not here). Imports are summed per top-level package (self
+times, so the figures add up to the total); cProfile's wall-clock timer also counts the time
+spent waiting for iptables processes. cProfile swallows the script's SystemExit (its exit code
+is always 0), so each profiled run is checked by its effect instead: live after ``started``,
+gone after ``stopped``.
 """
 
+import os
 import pstats
 import re
 import statistics
@@ -34,6 +41,7 @@ IMPORTS = {
     "libvirt_portfwd.actions + render": "import libvirt_portfwd.actions, libvirt_portfwd.render",
     "libvirt_portfwd.teardown (stopped's imports)": "import libvirt_portfwd.teardown",
 }
+DEPENDENCIES = "/usr/lib/python3/dist-packages"  # hooks/boot.py adds Debian's python3-* packages
 BOOTSTRAP = ("<frozen importlib", "~:0(<built-in method builtins.exec>)", "~:0(<built-in method builtins.__import__>)")
 
 
@@ -54,24 +62,28 @@ def importtime(stderr: str) -> dict[str, Any]:
 
 
 def import_costs(host: "Host", rounds: int) -> dict[str, Any]:
-    """What importing each module adds to ``python -I -c pass`` (ms, medians of fresh processes)."""
+    """What importing each module adds to ``python -I -S`` with boot.py's sys.path (the release
+    first, Debian's dist-packages last), in ms: medians of fresh processes."""
     python = host.info.python
+    paths = f"import sys; sys.path.insert(0, {os.path.realpath(host.info.lib)!r}); sys.path.append({DEPENDENCIES!r})"
     samples: dict[str, list[float]] = {"bare": [], **{name: [] for name in IMPORTS}}
     for _ in range(rounds):
-        samples["bare"].append(host.timed([python, "-I", "-c", "pass"]))
+        samples["bare"].append(host.timed([python, "-I", "-S", "-c", paths]))
         for name, code in IMPORTS.items():
-            samples[name].append(host.timed([python, "-I", "-c", code]))
+            samples[name].append(host.timed([python, "-I", "-S", "-c", f"{paths}; {code}"]))
     bare = statistics.median(samples["bare"]) * 1000
     added = {name: round(statistics.median(s) * 1000 - bare, 1) for name, s in samples.items() if name != "bare"}
     return {"import_costs_ms": {"bare_ms": round(bare, 1), "added_ms": added}}
 
 
-def cprofile_top(path: str, limit: int = 30) -> dict[str, list[list[Any]]]:
-    """[where, calls, own ms, cumulative ms] by cumulative and by own time (import machinery left out)."""
+def cprofile_top(path: str, lib: str, limit: int = 30) -> dict[str, list[list[Any]]]:
+    """[where, calls, own ms, cumulative ms] by cumulative and by own time (import machinery left
+    out); file names relative to the release, Debian's dist-packages or the stdlib."""
     stats = pstats.Stats(path).stats  # type: ignore[attr-defined]
+    release = os.path.realpath(lib) + "/"
     rows = []
     for (filename, line, function), (_, calls, own, cumulative, _) in stats.items():
-        short = filename.split("site-packages/")[-1].split("lib/python3.11/")[-1]
+        short = filename.removeprefix(release).split("dist-packages/")[-1].split("lib/python3.11/")[-1]
         where = f"{short}:{line}({function})"
         if not where.startswith(BOOTSTRAP):
             rows.append([where, calls, round(own * 1000, 2), round(cumulative * 1000, 2)])
@@ -102,18 +114,22 @@ def profile_hook(host: "Host", suffix: str, importtime_too: bool) -> dict[str, A
         ("stopped_10", "stopped", "end", scenario.domain_xml(name, uuid, forwards, running=False)),
     ]
     plain = scenario.domain_xml("plain", scenario.measured_uuid(0xA0), [])
-    python, hook = host.info.python, host.info.hook
     out: dict[str, Any] = {}
+
+    def boot(operation: str, sub: str, flags: list[str]) -> list[str]:
+        return host.boot_argv("qemu", host.info.config, name, operation, sub, "-", flags=flags)
+
     if importtime_too:
         for label, operation, sub, xml in [*runs, ("noop_prepare", "prepare", "begin", plain)]:
-            argv = [python, "-X", "importtime", "-I", hook, name, operation, sub, "-"]
-            elapsed, stderr = run_profiled(host, argv, xml, host.hook_env)
+            elapsed, stderr = run_profiled(host, boot(operation, sub, ["-X", "importtime"]), xml, host.hook_env)
             out[f"importtime.{label}{suffix}"] = {"wall_ms": round(elapsed * 1000, 2), **importtime(stderr)}
+        host.verify_gone(uuid)
     for label, operation, sub, xml in runs:
         path = f"{host.info.workdir}/{label}{suffix}.prof"
-        argv = [python, "-I", "-m", "cProfile", "-o", path, hook, name, operation, sub, "-"]
-        elapsed, _ = run_profiled(host, argv, xml, host.hook_env)
-        out[f"cprofile.{label}{suffix}"] = {"wall_ms": round(elapsed * 1000, 2), **cprofile_top(path)}
+        elapsed, _ = run_profiled(host, boot(operation, sub, ["-m", "cProfile", "-o", path]), xml, host.hook_env)
+        if operation == "started":
+            host.verify_live(uuid, len(forwards))
+        out[f"cprofile.{label}{suffix}"] = {"wall_ms": round(elapsed * 1000, 2), **cprofile_top(path, host.info.lib)}
     host.verify_gone(uuid)
     return out
 
@@ -121,6 +137,9 @@ def profile_hook(host: "Host", suffix: str, importtime_too: bool) -> dict[str, A
 def profile_sync(host: "Host", uri: str, count: int) -> dict[str, Any]:
     """The CLI's sync of ``count`` domains under cProfile (leaves them installed)."""
     path = f"{host.info.workdir}/sync_{count}.prof"
-    argv = [host.info.python, "-I", "-m", "cProfile", "-o", path, host.info.cli, "--root", host.info.root]
+    flags = ["-m", "cProfile", "-o", path]  # the CLI launcher's command line, profiled
+    argv = host.boot_argv("cli", "--config", host.info.config, "--root", host.info.root, flags=flags)
     elapsed, _ = run_profiled(host, [*argv, "sync", "--connect", uri], "", {**SYSTEM_ENV, "PWD": "/"}, timeout=300)
-    return {f"cprofile.sync_{count}": {"wall_ms": round(elapsed * 1000, 2), **cprofile_top(path)}}
+    if host.records() != count:
+        raise BenchError(f"profiled sync: {host.records()} records, expected {count}")
+    return {f"cprofile.sync_{count}": {"wall_ms": round(elapsed * 1000, 2), **cprofile_top(path, host.info.lib)}}

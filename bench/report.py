@@ -4,8 +4,11 @@ import statistics
 from collections.abc import Callable
 from typing import Any
 
+from stats import summary
+
 Row = dict[str, Any]
 
+NOOP_OPS = ("prepare", "release", "migrate", "started", "stopped")
 VIRSH_PHASES = {
     "without": "no hook (before install.sh)",
     "with": "hook installed (install.sh)",
@@ -63,7 +66,7 @@ def virsh_rows(virsh: dict[str, Any]) -> list[Row]:
                              "unit": "ms", **stats})  # fmt: skip
     problem = virsh.get("skipped") or virsh.get("error")
     if problem:
-        empty = {"n": 0, "median": None, "min": None, "max": None, "q1": None, "q3": None, "samples": []}
+        empty = summary([])  # no samples: n 0, every figure None
         rows.append({"section": "7", "id": "virsh.note", "label": "`virsh start` / `virsh destroy`", "unit": "ms",
                      **empty, "note": f"{'skipped' if 'skipped' in virsh else 'error'}: {problem}"})  # fmt: skip
     return rows
@@ -77,7 +80,7 @@ def virsh_added(rows: list[Row]) -> float | None:
     without = [v for phase in phases for v in phase.get("samples", [])]
     if not with_hook or not with_hook["n"] or not without:
         return None
-    return float(with_hook["median"]) - statistics.median(without)
+    return float(with_hook["median"]) - float(statistics.median(without))
 
 
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
@@ -89,24 +92,32 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
 
     out: list[dict[str, Any]] = []
 
-    def check(name: str, value: float | None, limit: float, unit: str, ok: Callable[[float], bool]) -> None:
+    def check(
+        name: str, value: float | None, limit: float, unit: str, ok: Callable[[float], bool], note: str = ""
+    ) -> None:
         out.append(
             {"target": name, "value": value, "limit": limit, "unit": unit, "ok": None if value is None else ok(value)}
         )
+        if note and value is None:
+            out[-1]["note"] = note
 
     def ratio(top: str, bottom: str) -> float | None:
         a, b = median(top), median(bottom)
         return None if a is None or not b else a / b
 
-    for op, what in (
-        ("prepare", "prepare, VM without forwards"),
-        ("release", "release, unknown VM"),
-        ("migrate", "migrate"),
-        ("started", "started, VM without forwards"),
-        ("stopped", "stopped, VM without forwards"),
-    ):
+    for op, what in zip(NOOP_OPS, (
+        "prepare, VM without forwards",
+        "release, unknown VM",
+        "migrate",
+        "started, VM without forwards",
+        "stopped, VM without forwards",
+    ), strict=True):  # fmt: skip
         value = ratio(f"noop.{op}", "bare")
         check(f"nothing to do ({what}) <= 1.5x bare start (python -c pass)", value, 1.5, "x", lambda v: v <= 1.5)
+    slowest = max((f"noop.{op}" for op in NOOP_OPS), key=lambda key: median(key) or 0.0)
+    for bare, how in (("bare", "python -c pass"), ("bare.nosite", "python -I -S -c pass")):
+        check(f"later target: nothing to do (slowest: {slowest.split('.')[1]}) <= 1.2x bare start ({how})",
+              ratio(slowest, bare), 1.2, "x", lambda v: v <= 1.2)  # fmt: skip
     check("start path, 10 forwards <= 100 ms", median("path.10.start_path"), 100, "ms", lambda v: v <= 100)
     check("start path, 100 forwards <= 130 ms", median("path.100.start_path"), 130, "ms", lambda v: v <= 130)
     check("start path, 10 forwards <= 100 ms (first start: render cache cold)", median("path.10.cold.start_path"),
@@ -128,7 +139,8 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         check(f"sync 1,000 x 10 < 3 s ({kind})", value, 3000, "ms", lambda v: v < 3000)
     value = ratio("datapath.nftables.10000", "datapath.nftables.1")
     check("nftables: 10,000 forwards >= 90% of the rate with 1", value, 0.9, "x", lambda v: v >= 0.9)
-    check("hook adds < 150 ms to virsh start", virsh_added(rows), 150, "ms", lambda v: v < 150)
+    virsh_note = next((r["note"] for r in rows if r["id"] == "virsh.note"), "not measured")
+    check("hook adds < 150 ms to virsh start", virsh_added(rows), 150, "ms", lambda v: v < 150, virsh_note)
     return out
 
 
@@ -147,6 +159,15 @@ def info_lines(rows: list[Row]) -> str:
     """Figures without a target that put the others in context."""
     by_id = {r["id"]: r["median"] for r in rows}
     lines = []
+    hook, direct, dash = by_id.get("noop.prepare"), by_id.get("noop.prepare.boot"), by_id.get("spawn.sh")
+    bare, nosite = by_id.get("bare"), by_id.get("bare.nosite")
+    if hook and direct and dash and bare and nosite:
+        lines.append(
+            f"- nothing to do through the shim (prepare): {hook:.1f} ms = {hook / bare:.2f}x `python -c pass` "
+            f"({bare:.1f}), {hook / nosite:.2f}x `python -I -S -c pass` ({nosite:.1f}); the boot.py command line "
+            f"alone {direct:.1f} ms ({direct / nosite:.2f}x): the shim adds {hook - direct:.1f} ms "
+            f"(`/bin/sh -c :` {dash:.1f} ms)"
+        )
     for backend in ("iptables", "nftables"):
         one, many = by_id.get(f"datapath.{backend}.1"), by_id.get(f"datapath.{backend}.10000")
         if one and many:
@@ -172,7 +193,7 @@ def profile_lines(profiles: dict[str, Any]) -> str:
     lines = []
     costs = profiles.get("import_costs_ms")
     if costs:
-        lines.append(f"Import costs, added to `python -I -c pass` ({costs['bare_ms']} ms):")
+        lines.append(f"Import costs, added to `python -I -S` with boot.py's sys.path ({costs['bare_ms']} ms):")
         lines += [f"- {name}: +{added} ms" for name, added in costs["added_ms"].items()]
     for key, value in profiles.items():
         if key.startswith("importtime."):

@@ -1,17 +1,17 @@
 #!/usr/bin/python3
 """libvirt-portfwd benchmark (issue 5): hook costs, forward liveness, scale, sync, data path.
 
-Run as root from anywhere: ``python3 bench/run.py [--quick] [--ref REV] [--venv DIR]``
-(Debian's python3 or any venv: this file needs only the standard library). See bench/README.md.
+Run as root from anywhere: ``/usr/bin/python3 bench/run.py [--quick] [--ref REV]`` (this file
+needs only the standard library). See bench/README.md.
 
-It snapshots the package (the work tree, or REV), installs it non-editable in a temporary
-venv built from Debian's /usr/bin/python3 (as install.sh does), builds a libvirt-like host
-from network namespaces with libvirt's own iptables rules, installs the hook there the way
-install.sh rewrites it, and runs bench/measure.py inside the host namespace; then the same on a
-second host whose libvirt runs nftables (row 6), and bench/virsh.py in the real lab of tests/lab
-(row 7, unless --no-virsh). It prints a
-markdown table and the targets, writes bench/results.json, and removes every namespace and
-temporary directory it made, whatever happens.
+It snapshots the project (the work tree, or REV), builds a libvirt-like host from network
+namespaces with libvirt's own iptables rules, installs the runtime there with the snapshot's own
+``install.sh --stage`` (the release directory compiled by /usr/bin/python3, the hooks as POSIX sh
+shims, the CLI launcher: what install.sh installs, under a temporary prefix and root), and runs
+bench/measure.py inside the host namespace; then the same on a second host whose libvirt runs
+nftables (row 6), and bench/virsh.py in the real lab of tests/lab (row 7, unless --no-virsh).
+It prints a markdown table and the targets, writes bench/results.json, and removes every
+namespace and temporary directory it made, whatever happens.
 """
 
 import argparse
@@ -29,20 +29,21 @@ from pathlib import Path
 from typing import Any
 
 import report
-from lab import REPO, SNAPSHOT_PATHS, SYSTEM_ENV, BenchError, Lab, log
+from lab import PYTHON, REPO, SNAPSHOT_PATHS, SYSTEM_ENV, BenchError, Lab, log
 
 BENCH = Path(__file__).resolve().parent
 MEASURE_TIMEOUT = 900.0
 VIRSH_TIMEOUT = 900.0
 BULK_DOMAINS = 1000
 LIBVIRT_VERSION = "import libvirt; v = libvirt.getVersion(); print(v // 10**6, v // 1000 % 1000, v % 1000, sep='.')"
+# what the installed runtime runs on: the shim's /bin/sh, the interpreter, the dependencies boot.py adds
+RUNTIME_PACKAGES = ("dash", "python3", "python3-lxml", "python3-jinja2", "python3-yaml", "python3-libvirt")
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="bench/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="few repeats: a smoke run (about 2 minutes)")
     parser.add_argument("--ref", help="benchmark this git revision instead of the work tree (git archive)")
-    parser.add_argument("--venv", type=Path, help="use this venv (libvirt-portfwd installed) instead of building one")
     parser.add_argument("--output", type=Path, default=BENCH / "results.json", help="default: bench/results.json")
     parser.add_argument("--no-virsh", action="store_true", help="skip row 7 (the real libvirtd lab, tests/lab)")
     return parser.parse_args(argv)
@@ -54,8 +55,11 @@ def preflight() -> None:
     for tool in ("ip", "iptables", "iptables-restore", "iptables-save", "nft", "tar"):
         if shutil.which(tool, path=SYSTEM_ENV["PATH"]) is None:
             raise BenchError(f"{tool} is not installed (tests/run installs what is needed)")
-    if not Path("/usr/bin/python3").exists():
-        raise BenchError("/usr/bin/python3 is missing")
+    if not Path(PYTHON).exists():
+        raise BenchError(f"{PYTHON} is missing")
+    missing = [pkg for pkg in RUNTIME_PACKAGES[1:] if package_version(pkg) == "?"]
+    if missing:  # install.sh would apt-get them: the benchmark does not install packages
+        raise BenchError(f"missing Debian packages (install.sh or tests/run installs them): {' '.join(missing)}")
 
 
 def output_of(*argv: str) -> str:
@@ -64,6 +68,12 @@ def output_of(*argv: str) -> str:
     except OSError:
         return "?"
     return (proc.stdout or proc.stderr).strip()
+
+
+def package_version(package: str) -> str:
+    """The installed version of a Debian package, "?" when it is not installed."""
+    status = output_of("dpkg-query", "-W", "-f=${db:Status-Status} ${Version}", package).split()
+    return status[1] if len(status) == 2 and status[0] == "installed" else "?"
 
 
 def busy_seconds() -> float:
@@ -98,7 +108,8 @@ def machine(python: str, source: str) -> dict[str, Any]:
         "os": os_release.get("PRETTY_NAME", "?").strip('"'),
         "debian_version": Path("/etc/debian_version").read_text().strip(),
         "python": output_of(python, "--version"),
-        "python_path": f"{python} (venv from /usr/bin/python3)",
+        "python_path": f"{python} -I -S <release>/hooks/boot.py, started by the /bin/sh shim (install.sh --stage)",
+        "runtime_packages": {pkg: package_version(pkg) for pkg in RUNTIME_PACKAGES},
         "iptables": output_of("iptables", "--version"),
         "libvirt": output_of(python, "-c", LIBVIRT_VERSION),
         "source": source,
@@ -120,9 +131,10 @@ def measure(lab: Lab, source: str, quick: bool) -> dict[str, Any]:
 
 
 def nftables_lab(workdir: Path, first: Lab) -> Lab:
-    """A second host for row 6's nftables figures: libvirt's nftables table, the same venv."""
+    """A second host for row 6's nftables figures: libvirt's nftables table, the same snapshot
+    (staged again by its install.sh, into this host's own prefix and root)."""
     lab = Lab(workdir / "nft", kind="nftables")
-    lab.source, lab.python = first.source, first.python
+    lab.source = first.source
     lab.workdir.mkdir()
     return lab
 
@@ -153,11 +165,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         if args.ref is None:
             head = output_of("git", "-C", str(REPO), "rev-parse", "HEAD")
             source = f"work tree (HEAD {head[:12]} + {len(work_tree_changes())} changed paths)"
-        log(f"installing {source} into a venv from /usr/bin/python3 (non-editable)")
-        lab.build_venv(args.venv)
 
         def measure_host(host: Lab, what: str) -> dict[str, Any]:
             log(f"{what}: namespaces {host.host}, {host.guest}, {host.client}; root {host.root}")
+            log(f"   {source}: install.sh --stage (release in {host.prefix}, hooks and CLI under the root)")
             host.create()
             host.write_root(bulk=BULK_DOMAINS)
             host.start_guest_server()
@@ -179,7 +190,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         measured["rows"] += report.virsh_rows(virsh)
         measured["virsh"] = virsh
         meta = machine(lab.python, source)
-        meta["warnings"] = lab.warnings
     finally:
         for each in labs:
             each.destroy()
@@ -210,8 +220,6 @@ def main(argv: list[str] | None = None) -> int:
         f"({100 * meta['others_share_of_machine']:.0f}% of its {os.cpu_count()} cores; includes the kernel's "
         "softirq work for the data path's packets).\n"
     )
-    for warning in meta["warnings"]:
-        print(f"**Warning:** {warning}\n")
     print(report.markdown(results))
     log(f"wrote {args.output}")
     return 0

@@ -25,19 +25,21 @@ __all__ = ["CLIENT_ADDRESS", "GUEST_ADDRESS", "GUEST_MAC", "HOOK_PATH", "HOST_AD
 
 
 def default_network(libvirt_firewall: str) -> str:
-    return fakehost.network_status(libvirt_firewall=libvirt_firewall)
+    return str(fakehost.network_status(libvirt_firewall=libvirt_firewall))
 
 
 def bulk_network(libvirt_firewall: str) -> str:
-    return fakehost.network_status(
-        "bulk",
-        "0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a02",
-        "virbr1",
-        libvirt_firewall=libvirt_firewall,
-        mac="52:54:00:0a:0b:0d",
-        address="10.122.0.1",
-        netmask="255.255.0.0",
-        dhcp=("10.122.1.2", "10.122.254.254"),
+    return str(
+        fakehost.network_status(
+            "bulk",
+            "0d8ab1b4-1f83-4d26-9d2f-6e0d5c7f3a02",
+            "virbr1",
+            libvirt_firewall=libvirt_firewall,
+            mac="52:54:00:0a:0b:0d",
+            address="10.122.0.1",
+            netmask="255.255.0.0",
+            dhcp=("10.122.1.2", "10.122.254.254"),
+        )
     )
 
 
@@ -67,8 +69,8 @@ def domain_xml(
             f'<portfwd:portForward proto="tcp" address="{address}">{ranges}</portfwd:portForward>'
             "</portfwd:portfwd>"
         )
-    return fakehost.domain_xml(
-        name, uuid, mac, metadata, running, network=network, bridge=bridge, domain_type=domain_type
+    return str(
+        fakehost.domain_xml(name, uuid, mac, metadata, running, network=network, bridge=bridge, domain_type=domain_type)
     )
 
 

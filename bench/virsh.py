@@ -4,16 +4,18 @@
 
 One lab (tests/lab: a real libvirtd and a TCG guest in network namespaces), one guest whose
 forward is set with ``virsh metadata`` as the README says, the same libvirtd and the same guest
-throughout, in three phases: no hook (nothing installed), the hook installed by the snapshot's
-``install.sh`` in the lab host namespace (offline from the repo's wheelhouse, libvirtd
-restarted to find the hooks, as if installed before it started), and no hook again after
+throughout, in three phases: no hook (nothing installed), the hooks installed by the snapshot's
+``install.sh`` in the lab host namespace (its release, the shims; the dependencies are Debian's
+packages, already there; libvirtd restarted to find the hooks, as if installed before it
+started), and no hook again after
 ``install.sh --uninstall`` (and another restart): drift over the run shows as a difference
 between the first and the third phase. Each phase: one unrecorded warm-up cycle, then
 ``cycles`` x (``virsh start``, 1 s, ``virsh destroy``, 0.5 s). The guest's lease stays valid
 all along (it was taken once, before the first phase), so with the hook ``started`` applies the
 forward at once; every cycle with the hook checks that the forward went live and went away.
 Whatever happens, the installation is removed and the lab closed; the lab's lock keeps other
-labs (the e2e tests) out meanwhile.
+labs (the e2e tests) out meanwhile. When the snapshot's lab does not load or lacks what this
+needs, the row is reported as skipped, with the reason.
 """
 
 import contextlib
@@ -24,8 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-WHEELS = REPO / ".cache" / "wheels"
 HOST_PORT, GUEST_PORT = 20080, 80
 NAME = "pfbench1"
 LOCK_TIMEOUT = 60.0
@@ -42,19 +42,22 @@ def main(argv: list[str]) -> int:
     source, out = Path(argv[0]), Path(argv[1])
     cycles = 2 if "--quick" in argv else 5
     sys.path.insert(0, str(source))  # the snapshot's tests/lab and install.sh
-    from tests.e2e import portfwd_lab
-    from tests.lab import guest as guest_module
-    from tests.lab.host import Lab, missing_prerequisites
-    from tests.lab.proc import LabError
+    try:
+        from tests.e2e import portfwd_lab
+        from tests.lab import guest as guest_module
+        from tests.lab.host import Lab, missing_prerequisites
+        from tests.lab.proc import LabError
 
-    portfwd_lab.WHEELS = WHEELS  # the snapshot has no wheelhouse: the checkout's
-    missing = missing_prerequisites() + portfwd_lab.missing_install_prerequisites()
-    present = portfwd_lab.existing_installation()
+        missing = missing_prerequisites() + portfwd_lab.missing_install_prerequisites()
+        present = portfwd_lab.existing_installation()
+    except (ImportError, AttributeError) as exc:  # the lab's interface changed under us
+        why = f"the snapshot's e2e lab (tests/lab, tests/e2e/portfwd_lab.py) does not load: {type(exc).__name__}: {exc}"
+        out.write_text(json.dumps({"skipped": why}))
+        return 0
     if missing or present:
         why = f"missing {', '.join(missing)}" if missing else f"libvirt-portfwd is installed here: {present}"
         out.write_text(json.dumps({"skipped": why}))
         return 0
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
     lab = Lab(lock_timeout=LOCK_TIMEOUT)
     installed = False
     result: dict[str, Any] = {"cycles": cycles, "phases": {}, "timings": {}}
@@ -112,10 +115,10 @@ def main(argv: list[str]) -> int:
         result["timings"]["first start until lease"] = round(time.monotonic() - begin, 2)
         lab.virsh("destroy", NAME)
         phase("without", hook=False)
-        log("install.sh in the lab host namespace (offline), then a libvirtd restart")
+        log("install.sh in the lab host namespace, then a libvirtd restart")
         begin = time.monotonic()
         installed = True
-        lab.run_in_host(portfwd_lab.install_sh(), env=offline, cwd=source, timeout=600)
+        lab.run_in_host(portfwd_lab.install_sh(), cwd=source, timeout=600)
         result["timings"]["install.sh"] = round(time.monotonic() - begin, 2)
         restart_libvirtd("hooks installed")
         phase("with", hook=True)
