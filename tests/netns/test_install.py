@@ -137,3 +137,26 @@ def test_a_release_that_cannot_run_is_never_switched_to(box: Sandbox, tmp_path: 
     proc = box.run(str(broken / "install.sh"), timeout=600)
     assert proc.returncode == 1 and "the new release does not run here" in proc.stderr, proc.stdout + proc.stderr
     assert os.readlink(box.path(CURRENT)) == good and not list(box.path(RELEASES).glob("*.partial"))
+
+
+def test_stage_builds_the_runtime_only_where_it_is_told(box: Sandbox, tmp_path: Path) -> None:
+    """``--stage`` (bench/): the release, config, hooks and CLI, in the four places named."""
+    refused = box.run(str(INSTALL_SH), "--stage")
+    assert refused.returncode == 1 and "set LIBVIRT_PORTFWD_PREFIX" in refused.stderr
+    where = tmp_path / "staged"
+    env = {
+        **os.environ,
+        "LIBVIRT_PORTFWD_PREFIX": str(where / "opt"),
+        "LIBVIRT_PORTFWD_CONFIG": str(where / "config.yaml"),
+        "LIBVIRT_HOOKS_DIR": str(where / "hooks"),
+        "LIBVIRT_PORTFWD_CLI": str(where / "cli"),
+    }
+    staged = box.run(str(INSTALL_SH), "--stage", env=env)
+    assert staged.returncode == 0, staged.stdout + staged.stderr
+    assert (where / "opt/current/hooks/boot.py").is_file() and (where / "config.yaml").is_file()
+    hook = (where / "hooks/qemu.d/libvirt-portfwd").read_text()
+    assert f"BOOT={where}/opt/current/hooks/boot.py\n" in hook and f"CONFIG={where}/config.yaml\n" in hook
+    proc = box.run(str(where / "cli"), "--help")
+    assert proc.returncode == 0 and "plan" in proc.stdout
+    for path in (HOOK, PREFIX, CONFIG, CLI, SYSCTL):  # nothing in the real places
+        assert not os.path.lexists(box.path(path)), path
