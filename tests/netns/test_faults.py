@@ -195,3 +195,47 @@ def test_a_start_refused_under_block_leaves_nothing_of_the_domain(lab: FaultLab)
     eventually(lambda: not lab.pending(), 3, "the refused start's intents done")
     index = lab.root / "run/libvirt-portfwd/index.json"
     assert not index.exists() or json.loads(index.read_text()) == {}
+
+
+REFUSE_FILTER = """#!/bin/sh
+# the real iptables-restore, given a filter section it must refuse (a jump to no chain)
+sed '/^\\*filter$/a -A FORWARD -j PFNOSUCHCHAIN' | exec /usr/sbin/iptables-restore "$@"
+"""
+
+
+@pytest.mark.parametrize("legacy", [False, True], ids=["iptables-nft", "iptables-legacy"])
+def test_a_refused_filter_half_leaves_nothing_open(tmp_path: Path, legacy: bool) -> None:
+    """iptables-restore commits table by table (both variants): our adds write filter first, so a
+    refused filter half leaves no nat half; our removals take nat first, so what a refused filter
+    half leaves is filter's accepts alone (inert: they match only connections our DNAT made), and
+    the pending removal is completed once the firewall accepts it again."""
+    need_root()
+    lab = FaultLab(tmp_path, "iptables", legacy)
+    try:
+        lab.create()
+        before = lab.firewall()
+        refuse = lab.tools / "iptables-restore"
+        refuse.write_text(REFUSE_FILTER)
+        refuse.chmod(0o755)
+        lab.hook_path = f"{lab.tools}:{HOOK_PATH}"
+        assert lab.timed_hook("started") == OK
+        nat = sh(*lab.enter(), "iptables-save", "-t", "nat")
+        assert "DNAT" not in nat and "libvirt-portfwd:" not in nat, nat
+        assert lab.probe("tcp", 20443, timeout=0.5).startswith("ERROR")
+        lab.hook_path = HOOK_PATH
+        assert lab.timed_hook("started") == OK
+        lab.wait_for("tcp", 20443, "guest tcp 443", within=3)
+
+        lab.hook_path = f"{lab.tools}:{HOOK_PATH}"
+        lab.watcher_log.write_text("")
+        os.killpg(lab.watcher.pid, signal.SIGSTOP)  # type: ignore[union-attr]  # the next pass: later
+        assert lab.timed_hook("stopped", "end") == OK
+        nat = sh(*lab.enter(), "iptables-save", "-t", "nat")
+        assert "DNAT" not in nat, nat  # nat went first: nothing reaches the guest any more
+        assert lab.probe("tcp", 20443, timeout=0.5).startswith("ERROR")
+        filtered = sh(*lab.enter(), "iptables-save", "-t", "filter")
+        assert "--ctstate DNAT" in filtered  # what remains: the accepts, inert without the DNAT
+        os.killpg(lab.watcher.pid, signal.SIGCONT)  # type: ignore[union-attr]
+        eventually(lambda: lab.firewall() == before, 5, "the pending removal completed by the watcher")
+    finally:
+        lab.destroy()
