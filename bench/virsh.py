@@ -5,15 +5,15 @@
 One lab (tests/lab: a real libvirtd and a TCG guest in network namespaces), one guest whose
 forward is set with ``virsh metadata`` as the README says, the same libvirtd and the same guest
 throughout, in three phases: no hook (nothing installed), the hook installed by the snapshot's
-``install.sh`` in the lab host namespace (offline from the repo's wheelhouse, libvirtd
-restarted to find the hooks, as if installed before it started), and no hook again after
+``install.sh`` inside the lab host's root (tests/lab/rootfs.py; offline, from Debian's packages;
+libvirtd restarted to find the hooks, as if installed before it started), and no hook again after
 ``install.sh --uninstall`` (and another restart): drift over the run shows as a difference
 between the first and the third phase. Each phase: one unrecorded warm-up cycle, then
 ``cycles`` x (``virsh start``, 1 s, ``virsh destroy``, 0.5 s). The guest's lease stays valid
 all along (it was taken once, before the first phase), so with the hook ``started`` applies the
 forward at once; every cycle with the hook checks that the forward went live and went away.
-Whatever happens, the installation is removed and the lab closed; the lab's lock keeps other
-labs (the e2e tests) out meanwhile.
+Whatever happens, the installation is removed and the lab closed; other labs (the e2e tests)
+may run meanwhile in namespaces and roots of their own.
 """
 
 import contextlib
@@ -24,11 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-WHEELS = REPO / ".cache" / "wheels"
 HOST_PORT, GUEST_PORT = 20080, 80
 NAME = "pfbench1"
-LOCK_TIMEOUT = 60.0
 
 
 def ms(samples: list[float]) -> dict[str, Any]:
@@ -47,15 +44,11 @@ def main(argv: list[str]) -> int:
     from tests.lab.host import Lab, missing_prerequisites
     from tests.lab.proc import LabError
 
-    portfwd_lab.WHEELS = WHEELS  # the snapshot has no wheelhouse: the checkout's
-    missing = missing_prerequisites() + portfwd_lab.missing_install_prerequisites()
-    present = portfwd_lab.existing_installation()
-    if missing or present:
-        why = f"missing {', '.join(missing)}" if missing else f"libvirt-portfwd is installed here: {present}"
-        out.write_text(json.dumps({"skipped": why}))
+    missing = missing_prerequisites()
+    if missing:
+        out.write_text(json.dumps({"skipped": f"missing {', '.join(missing)}"}))
         return 0
-    offline = {"PIP_NO_INDEX": "1", "PIP_FIND_LINKS": str(WHEELS)}
-    lab = Lab(lock_timeout=LOCK_TIMEOUT)
+    lab = Lab()
     installed = False
     result: dict[str, Any] = {"cycles": cycles, "phases": {}, "timings": {}}
 
@@ -112,16 +105,16 @@ def main(argv: list[str]) -> int:
         result["timings"]["first start until lease"] = round(time.monotonic() - begin, 2)
         lab.virsh("destroy", NAME)
         phase("without", hook=False)
-        log("install.sh in the lab host namespace (offline), then a libvirtd restart")
+        log("install.sh inside the lab host's root (offline), then a libvirtd restart")
         begin = time.monotonic()
         installed = True
-        lab.run_in_host(portfwd_lab.install_sh(), env=offline, cwd=source, timeout=600)
+        portfwd_lab.install(lab)  # the snapshot's checkout (its tests/installed.py names it)
         result["timings"]["install.sh"] = round(time.monotonic() - begin, 2)
         restart_libvirtd("hooks installed")
         phase("with", hook=True)
         log("install.sh --uninstall, then a libvirtd restart")
         with contextlib.redirect_stdout(sys.stderr):
-            errors = portfwd_lab.uninstall(lab.host_ns)
+            errors = portfwd_lab.uninstall(lab)
         installed = False
         if errors:
             raise LabError("; ".join(errors))
@@ -136,7 +129,7 @@ def main(argv: list[str]) -> int:
             with contextlib.suppress(LabError):
                 lab.virsh("destroy", NAME, check=False)
             with contextlib.redirect_stdout(sys.stderr):
-                errors = portfwd_lab.uninstall(lab.host_ns)
+                errors = portfwd_lab.uninstall(lab)
         try:
             lab.close()
         except LabError as exc:

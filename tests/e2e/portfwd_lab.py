@@ -44,16 +44,13 @@ class InstallError(Exception):
 
 
 def checkout_files() -> list[Path]:
-    """The checkout's files as a clone has them (tracked and new, not ignored), relative to REPO."""
-    result = subprocess.run(
-        ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
-    if result.returncode == 0:
-        return [Path(name) for name in sorted(set(result.stdout.decode().split("\0"))) if name]
-    skip = {".git", ".cache", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}  # not a git checkout
+    """The checkout's files as a clone has them (tracked and new, not ignored), relative to REPO;
+    every file but caches where REPO is no git checkout of its own (bench's snapshot)."""
+    if (REPO / ".git").exists():
+        argv = ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        listing = subprocess.run(argv, capture_output=True, timeout=60, check=True).stdout.decode()
+        return [Path(name) for name in sorted(set(listing.split("\0"))) if name]
+    skip = {".git", ".cache", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
     return [
         path.relative_to(REPO)
         for path in sorted(REPO.rglob("*"))

@@ -21,7 +21,7 @@ Usage::
 
 Every name a lab makes (namespaces, scratch and work directories) carries its random suffix,
 so labs of two test runs at once never meet. Each lab records what it made in
-``/run/libvirt-portfwd-lab/<suffix>.json`` and holds ``<suffix>.lock`` while it runs; a lab
+``/run/libvirt-portfwd-lab/labs/<suffix>.json`` and holds ``<suffix>.lock`` while it runs; a lab
 that starts removes what a crashed one left (a record whose lock nobody holds).
 """
 
@@ -77,7 +77,7 @@ FIREWALL_BACKENDS = ("iptables", "nftables")
 # libvirt 9.0 (Debian 12) has only the iptables firewall; 10.4 and later both.
 RELEASE_FIREWALLS = {"bookworm": ("iptables",), "trixie": FIREWALL_BACKENDS}
 TC_WRAPPER = Path(__file__).with_name("tc_wrapper.sh")
-STATE_DIR = Path("/run/libvirt-portfwd-lab")  # on the machine: one record and lock per running lab
+STATE_DIR = Path("/run/libvirt-portfwd-lab/labs")  # on the machine: one record and lock per running lab
 HOST_ADDR = "203.0.113.1"
 CLIENT_ADDR = "203.0.113.2"
 PREFIX_LEN = 24
