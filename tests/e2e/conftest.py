@@ -24,12 +24,13 @@ import os
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
+from pathlib import Path
 from typing import NoReturn
 
 import pytest
 
 from tests.e2e.portfwd_lab import InstallError, PortfwdLab, install, uninstall
-from tests.installed import RUN_DIR
+from tests.installed import HOOK, INSTALLED_PATHS, RUN_DIR
 from tests.lab.host import RELEASE_FIREWALLS, Lab, missing_prerequisites
 from tests.lab.proc import LabError
 from tests.lab.rootfs import DEFAULT_RELEASE, RELEASES
@@ -68,7 +69,8 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def root_namespace_snapshot() -> dict[str, str]:
-    """What the lab must never change in the root network namespace (read only)."""
+    """What the lab must never change in the root network namespace, nor of an installation of
+    ours on the machine (read only)."""
     commands = {
         "ip_forward": ["sysctl", "-n", "net.ipv4.ip_forward"],
         "iptables": ["iptables-save"],
@@ -79,7 +81,22 @@ def root_namespace_snapshot() -> dict[str, str]:
     for key, argv in commands.items():
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
         snapshot[key] = "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+    snapshot["the machine's install paths"] = "\n".join(describe_path(path) for path in MACHINE_PATHS)
     return snapshot
+
+
+# install.sh's paths and libvirt's hook directory on the machine: the labs install inside their roots.
+# Not the run directory: the namespace tests of a run beside this one may use the machine's.
+MACHINE_PATHS = (*(path for path in INSTALLED_PATHS if path != RUN_DIR), HOOK.parent.parent)
+
+
+def describe_path(path: Path) -> str:
+    """A path's type, size and modification time (a directory's changes when an entry comes or goes)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return f"{path} absent"
+    return f"{path} mode {info.st_mode:o} size {info.st_size} mtime {info.st_mtime_ns}"
 
 
 class Labs:
