@@ -14,12 +14,14 @@ The kernel, its modules, busybox and the C compiler come from the lab's root fil
 (tests/lab/rootfs.py), not from the machine. Images are cached under
 ``/var/cache/libvirt-portfwd-tests/guest-<key>/`` (override with ``LIBVIRT_PORTFWD_TEST_CACHE``);
 the key is a hash of every input, so a new kernel, busybox or init script builds a new image and
-an unchanged root reuses the old one.
+an unchanged root reuses the old one. Builds take an exclusive lock on ``guest.lock`` there and
+rename a complete image into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import lzma
@@ -472,18 +474,21 @@ def build_guest_image(root: Path, compile_udpecho: Compiler, cache: Path | None 
         os.utime(target)
         return image
     images.mkdir(parents=True, exist_ok=True)
-    prune_cache(images, keep=target)
     images.chmod(0o755)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=images))
+    fd = os.open(images / "guest.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _build_into(staging, kernel, modules, busybox, compile_udpecho)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one build at a time (test runs side by side); the next finds it built
+        if image.kernel.is_file() and image.initrd.is_file():
+            return image
+        prune_cache(images, keep=target)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=images))
         try:
-            staging.rename(target)
-        except OSError:
-            if not (image.kernel.is_file() and image.initrd.is_file()):
-                raise
+            _build_into(staging, kernel, modules, busybox, compile_udpecho)
+            staging.rename(target)  # complete or absent
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
     return image
 
 
