@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
@@ -97,3 +99,23 @@ def test_libvirt_runs_the_network_with_the_requested_firewall(lab: Lab, libvirt_
         assert "guest_input" in nft.stdout and "LIBVIRT_FWI" not in iptables
     else:
         assert nft.returncode != 0 and "-A FORWARD -j LIBVIRT_FWI" in iptables
+
+
+def test_libvirt_runs_from_the_labs_root_not_the_machine(lab: Lab) -> None:
+    """libvirtd is the root's (its version as built, chrooted, in a mount namespace of its own):
+    nothing of the machine's libvirt, if it has one, is used."""
+    assert lab.rootfs is not None
+    built = str(lab.rootfs.info["versions"]["libvirt-daemon"])  # type: ignore[index]
+    upstream = built.split("-")[0].split(":")[-1]
+    assert "Running hypervisor: QEMU" in lab.virsh("version", "--daemon").stdout
+    assert f"Using library: libvirt {upstream}" in lab.virsh("version").stdout
+    pid = lab.libvirtd_pid()
+    assert pid is not None
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    # its / is the lab's overlay of the cached root (mountinfo: ... MOUNTPOINT ... - TYPE SOURCE OPTIONS)
+    mounts = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+    root = [fields for fields in mounts if fields[4] == "/"]
+    assert root, mounts
+    assert root[-1][root[-1].index("-") + 1] == "overlay", root
+    assert f"lowerdir={lab.rootfs.path}," in root[-1][-1], root
