@@ -1,5 +1,7 @@
-"""Where ./install.sh puts things, for the tests that run it (inside a tests/sandbox.py view of
-the machine: these paths are the sandbox's, never the machine's own)."""
+"""Where ./install.sh puts things and what it needs, for the tests that run it: inside a
+tests/sandbox.py view of the machine (tests/netns/test_install*.py, test_failsafe.py), or inside
+the e2e lab's root file system (tests/lab). These paths are the sandbox's or the root's, never the
+machine's own."""
 
 from pathlib import Path
 
@@ -23,3 +25,17 @@ HOOK_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOOK_ENV = ("env", "-i", f"PATH={HOOK_PATH}", "LC_ALL=C", "HOME=/root", "PWD=/")
 # what install.sh installs from a checkout
 SOURCES = ("install.sh", "hooks", "libvirt_portfwd", "templates", "systemd")
+
+# The Debian packages install.sh needs, so that it runs offline inside the lab's root file system
+# (tests/lab/rootfs.py installs them all; tests/unit/test_rootfs.py checks install.sh asks for no
+# other).
+INSTALL_SH_PACKAGES = (
+    "python3",
+    "python3-lxml",
+    "python3-jinja2",
+    "python3-yaml",
+    "python3-libvirt",
+    "iptables",
+    "nftables",
+    "procps",
+)

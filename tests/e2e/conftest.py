@@ -1,16 +1,21 @@
-"""End-to-end fixtures: a real libvirt lab (tests/lab) in network namespaces.
+"""End-to-end fixtures: a real libvirt lab (tests/lab) in namespaces, from a Debian root.
+
+The lab host is Debian 13's root file system (tests/lab/rootfs.py, built once and cached; its
+libvirt 11.3 has both firewall backends), run in a private overlay inside the lab's
+namespaces: libvirtd, virsh, install.sh, our hook and CLI all run there, and nothing of the
+machine's libvirt or of an installation of ours on the machine is used or touched.
+``LIBVIRT_PORTFWD_E2E_RELEASE=bookworm`` runs the lab on Debian 12's root (libvirt 9.0:
+iptables only; the nftables runs are then skipped).
 
 Every e2e test runs once per libvirt firewall backend (``firewall_backend`` "iptables", then
-"nftables", given to the lab's libvirtd as its network.conf). Two kinds of lab, one at a time
-(one lab per machine): ``lab``, plain, for the lab's own smoke tests; ``portfwd_lab``, with
-libvirt-portfwd installed by its own install.sh inside the lab host namespace before libvirtd
-starts, and uninstalled at the end. Switching kind or backend closes one lab and starts the
-next (pytest groups the tests by backend, so this happens four times).
+"nftables", in the root's /etc/libvirt/network.conf). Two kinds of lab, one at a time per
+session: ``lab``, plain, for the lab's own smoke tests; ``portfwd_lab``, with libvirt-portfwd
+installed by the checkout's install.sh inside the root before libvirtd starts, and uninstalled
+at the end. Switching kind or backend closes one lab and starts the next (pytest groups the
+tests by backend, so this happens four times). Labs of two sessions at once do not meet.
 
-The lab needs root and the packages of tests/lab/install_deps.sh (portfwd_lab also what
-tests/run installs: install.sh's Debian packages and the wheelhouse). Without them the e2e
-tests are skipped with the reason printed, except under CI=true, where they fail. An
-existing libvirt-portfwd installation on the machine is a failure: the tests would overwrite it.
+The lab needs root, mmdebstrap (for the first build of the root) and overlayfs. Without them the
+e2e tests are skipped with the reason printed, except under CI=true, where they fail.
 """
 
 from __future__ import annotations
@@ -24,27 +29,29 @@ from typing import NoReturn
 
 import pytest
 
-from tests.e2e.portfwd_lab import (
-    AlreadyInstalled,
-    InstallError,
-    PortfwdLab,
-    install,
-    missing_install_prerequisites,
-    uninstall,
-)
-from tests.installed import CONFIG
-from tests.lab.host import Lab, missing_prerequisites
+from tests.e2e.portfwd_lab import InstallError, PortfwdLab, install, uninstall
+from tests.installed import HOOK, INSTALLED_PATHS, RUN_DIR
+from tests.lab.host import RELEASE_FIREWALLS, Lab, missing_prerequisites
 from tests.lab.proc import LabError
+from tests.lab.rootfs import DEFAULT_RELEASE, RELEASES
 
 _LABS: list[Lab] = []  # every lab of the session, for the timings summary
 LIBVIRT_FIREWALLS = ("iptables", "nftables")
+RELEASE_ENV = "LIBVIRT_PORTFWD_E2E_RELEASE"
+
+
+def lab_release() -> str:
+    release = os.environ.get(RELEASE_ENV) or DEFAULT_RELEASE
+    if release not in RELEASES:
+        raise pytest.UsageError(f"{RELEASE_ENV}={release!r}: one of {', '.join(RELEASES)}")
+    return release
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers",
         "e2e: end-to-end test with a real libvirtd and guests in network namespaces "
-        "(root; install tests/lab/install_deps.sh first)",
+        "(root; mmdebstrap: tests/lab/install_deps.sh)",
     )
 
 
@@ -62,7 +69,8 @@ def unavailable(reason: str) -> NoReturn:
 
 
 def root_namespace_snapshot() -> dict[str, str]:
-    """What the lab must never change in the root network namespace (read only)."""
+    """What the lab must never change in the root network namespace, nor of an installation of
+    ours on the machine (read only)."""
     commands = {
         "ip_forward": ["sysctl", "-n", "net.ipv4.ip_forward"],
         "iptables": ["iptables-save"],
@@ -73,7 +81,22 @@ def root_namespace_snapshot() -> dict[str, str]:
     for key, argv in commands.items():
         out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=False).stdout
         snapshot[key] = "\n".join(line for line in out.splitlines() if not line.startswith("#"))
+    snapshot["the machine's install paths"] = "\n".join(describe_path(path) for path in MACHINE_PATHS)
     return snapshot
+
+
+# install.sh's paths and libvirt's hook directory on the machine: the labs install inside their roots.
+# Not the run directory: the namespace tests of a run beside this one may use the machine's.
+MACHINE_PATHS = (*(path for path in INSTALLED_PATHS if path != RUN_DIR), HOOK.parent.parent)
+
+
+def describe_path(path: Path) -> str:
+    """A path's type, size and modification time (a directory's changes when an entry comes or goes)."""
+    try:
+        info = path.lstat()
+    except FileNotFoundError:
+        return f"{path} absent"
+    return f"{path} mode {info.st_mode:o} size {info.st_size} mtime {info.st_mtime_ns}"
 
 
 class Labs:
@@ -88,6 +111,9 @@ class Labs:
         self.root_before: dict[str, str] | None = None
 
     def get(self, installed: bool, firewall: str) -> Lab:
+        release = lab_release()
+        if firewall not in RELEASE_FIREWALLS[release]:
+            pytest.skip(f"{release}'s libvirt has no {firewall} firewall backend")
         kind = (installed, firewall)
         if self.current is not None and self.kind == kind:
             return self.current
@@ -112,42 +138,26 @@ class Labs:
         return self.current
 
     def _open(self, installed: bool, firewall: str) -> Lab:
-        missing = missing_prerequisites()
+        release = lab_release()
+        missing = missing_prerequisites(release)
         if missing:
             unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
         if self.root_before is None:
             self.root_before = root_namespace_snapshot()
-        if not installed:
-            instance = Lab(workdir=self.factory.mktemp(f"lab-{firewall}"), firewall_backend=firewall)
-            try:
-                instance.start()
-            except LabError as exc:
-                unavailable(f"lab did not start: {exc}")
-            return instance
-        missing = missing_install_prerequisites()
-        if missing:
-            unavailable("missing " + ", ".join(missing))
-        portfwd = PortfwdLab(
-            workdir=self.factory.mktemp(f"portfwd-lab-{firewall}"), firewall_backend=firewall, before_libvirtd=install
+        kind = PortfwdLab if installed else Lab
+        instance = kind(
+            workdir=self.factory.mktemp(f"{'portfwd-' if installed else ''}lab-{firewall}"),
+            release=release,
+            firewall_backend=firewall,
+            before_libvirtd=install if installed else None,
         )
         try:
-            portfwd.start()  # install() checks for an existing installation once it holds the lab lock
-            return portfwd
-        except AlreadyInstalled as exc:
-            pytest.fail(
-                f"{exc}: the e2e tests install and remove libvirt-portfwd themselves. Uninstall it first, "
-                "inside a network namespace: ip netns add pfu; ip netns exec pfu ./install.sh --uninstall; "
-                f"ip netns del pfu; rm -f {CONFIG}",
-                pytrace=False,
-            )
-        except (InstallError, LabError) as exc:
-            failure = exc
-        # Lab.start closed the lab (and its namespaces) already; remove what install.sh may have put in
-        errors = uninstall(None) if portfwd.install_started else []
-        detail = f"; cleanup: {'; '.join(errors)}" if errors else ""
-        if isinstance(failure, InstallError):
-            pytest.fail(f"{failure}{detail}", pytrace=False)
-        unavailable(f"lab did not start: {failure}{detail}")
+            instance.start()  # on failure, the lab and its root (with what install.sh wrote) are gone
+        except InstallError as exc:
+            pytest.fail(str(exc), pytrace=False)
+        except LabError as exc:
+            unavailable(f"lab did not start: {exc}")
+        return instance
 
     def close(self) -> None:
         instance, self.current = self.current, None
@@ -162,7 +172,7 @@ class Labs:
                     instance.undefine(name)
                 except LabError as exc:
                     errors.append(str(exc))
-            errors += uninstall(instance.host_ns)
+            errors += uninstall(instance)
             try:
                 left = instance.our_rules()  # remove --all must leave nothing of ours in the lab host
             except LabError as exc:
@@ -251,7 +261,7 @@ def pytest_runtest_makereport(
                 report.sections.append(("libvirt-portfwd hook runs (libvirtd log)", "\n".join(runs[-40:])))
                 if instance.watcher_log.is_file():
                     report.sections.append(("libvirt-portfwd watch log", instance.watcher_log.read_text()[-3000:]))
-                waiter_log = Path("/run/libvirt-portfwd/waiter.log")
+                waiter_log = instance.path(RUN_DIR / "waiter.log")
                 if waiter_log.is_file():
                     report.sections.append(("libvirt-portfwd waiter.log", waiter_log.read_text()[-3000:]))
     return report

@@ -2,9 +2,10 @@
 
 ``PortfwdLab`` is a ``tests.lab.host.Lab`` whose libvirtd also logs the commands it runs
 (``util.command`` at debug level): libvirt keeps a hook's stderr only there when the hook
-succeeds, and the hook logs to syslog (absent here) and stderr. ``install`` runs install.sh
-in the lab host namespace before libvirtd starts; ``uninstall`` removes it again, always in
-a network namespace (its ``remove --all`` runs iptables).
+succeeds, and the hook logs to syslog (absent here) and stderr. ``install`` copies the
+checkout into the lab host's root and runs its install.sh there before libvirtd starts (so
+hooks, CLI, config and sysctl land in the root, never on the machine); ``uninstall`` removes it
+again, inside the root too (its ``remove --all`` runs iptables in the lab host's namespace).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import re
 import secrets
 import shlex
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Iterable
@@ -22,16 +24,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.e2e import ruleset
-from tests.installed import CLI, CONFIG, HOOK, INSTALL_SH, INSTALLED_PATHS, PIP_OFFLINE, REPO, WHEELS
+from tests.installed import CLI, CONFIG, HOOK, INSTALLED_PATHS, REPO
 from tests.lab import guest as guest_module
 from tests.lab.host import Guest, Lab, ProbeResult
-from tests.lab.proc import LabError, delete_namespaces, namespace_exists, run
-from tests.names import unique
+from tests.lab.proc import LabError, command_env, namespace_pids
 
-# install.sh's Debian packages: it would run apt-get for a missing one, which test namespaces cannot reach
-INSTALL_PACKAGES = ("python3-venv", "python3-dev", "gcc", "pkg-config", "libvirt-dev", "iptables", "procps")
-
-SYSTEMD = Path("/run/systemd/system")  # install.sh installs its services where this exists
+SRC = Path("/root/libvirt-portfwd")  # the checkout's copy inside the lab host, where an admin clones it
 
 METADATA_URI = "urn:libvirt-portfwd:1"
 _LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (\S+) : ", re.M)
@@ -45,72 +43,71 @@ class InstallError(Exception):
     """install.sh failed: a failure, never a skip."""
 
 
-class AlreadyInstalled(InstallError):
-    """An installation was there before the tests: a failure, and it is left alone."""
+def checkout_files() -> list[Path]:
+    """The checkout's files as a clone has them (tracked and new, not ignored), relative to REPO;
+    every file but caches where REPO is no git checkout of its own (bench's snapshot)."""
+    if (REPO / ".git").exists():
+        argv = ["git", "-C", str(REPO), "ls-files", "-z", "--cached", "--others", "--exclude-standard"]
+        listing = subprocess.run(argv, capture_output=True, timeout=60, check=True).stdout.decode()
+        return [Path(name) for name in sorted(set(listing.split("\0"))) if name]
+    skip = {".git", ".cache", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+    return [
+        path.relative_to(REPO)
+        for path in sorted(REPO.rglob("*"))
+        if path.is_file() and not skip.intersection(path.relative_to(REPO).parts)
+    ]
 
 
-def existing_installation() -> list[Path]:
-    return [path for path in INSTALLED_PATHS if path.exists() or path.is_symlink()]
-
-
-def missing_install_prerequisites() -> list[str]:
-    missing = [] if any(WHEELS.glob("*.whl")) else [f"the wheelhouse {WHEELS} (tests/run builds it)"]
-    result = run(["dpkg-query", "-W", "-f=${Package} ${db:Status-Status}\n", *INSTALL_PACKAGES], check=False)
-    installed = {line.split()[0] for line in result.stdout.splitlines() if line.endswith(" installed")}
-    missing += [f"Debian package {pkg} (tests/run installs it)" for pkg in INSTALL_PACKAGES if pkg not in installed]
-    return missing
-
-
-def install_sh(*args: str) -> list[str]:
-    """argv of install.sh. Where systemd runs, install.sh would enable its services, and they
-    run in the root network namespace, not in the lab host: hide /run/systemd from install.sh
-    (a tmpfs over it, in a private mount namespace of its own) so it installs none."""
-    if not SYSTEMD.is_dir():
-        return [str(INSTALL_SH), *args]
-    hide = 'mount -t tmpfs -o size=1m libvirt-portfwd-e2e /run/systemd && exec "$0" "$@"'
-    return ["unshare", "--mount", "--propagation", "private", "sh", "-c", hide, str(INSTALL_SH), *args]
+def copy_checkout(lab: Lab) -> None:
+    """The checkout into the lab host's root at SRC (a fresh copy each time, modes kept)."""
+    target = lab.path(SRC)
+    shutil.rmtree(target, ignore_errors=True)
+    for name in checkout_files():
+        source = REPO / name
+        if source.is_file() and not source.is_symlink():
+            (target / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, target / name)
 
 
 def install(lab: Lab) -> None:
-    """``./install.sh`` as an admin runs it, inside the lab host namespace (Lab's before_libvirtd,
-    so the lab lock is held: an installation found now is not another e2e session's)."""
-    present = existing_installation()
-    if present:
-        paths = ", ".join(map(str, present))
-        raise AlreadyInstalled(f"libvirt-portfwd is already installed on this machine ({paths})")
+    """``./install.sh`` as an admin runs it from a clone, inside the lab host's root (Lab's
+    before_libvirtd): the hooks land in the root's /etc/libvirt/hooks, never the machine's."""
     if isinstance(lab, PortfwdLab):
         lab.install_started = True
+    copy_checkout(lab)
     began = time.monotonic()
-    result = lab.run_in_host(install_sh(), env=PIP_OFFLINE, cwd=REPO, timeout=600, check=False)
+    result = lab.run_in_host(install_sh(), cwd=SRC, timeout=600, check=False)
     lab.timings["install.sh"] = time.monotonic() - began
     if result.returncode != 0:
         raise InstallError(f"install.sh failed (exit {result.returncode}):\n{result.stdout}\n{result.stderr}")
-    if not (HOOK.is_file() and CLI.exists() and CONFIG.is_file()):
-        raise InstallError(f"install.sh succeeded but left no {HOOK}, {CLI} or {CONFIG}:\n{result.stdout}")
+    missing = [path for path in (HOOK, CLI, CONFIG) if path not in installed_paths(lab)]
+    if missing:
+        raise InstallError(f"install.sh succeeded but left no {', '.join(map(str, missing))}:\n{result.stdout}")
 
 
-def uninstall(host_ns: str | None) -> list[str]:
-    """``./install.sh --uninstall`` in host_ns (or a throwaway namespace when it is gone), then
-    remove the config the tests wrote. Returns what went wrong (empty when all is gone)."""
+def install_sh(*args: str) -> list[str]:
+    """argv of the copied install.sh inside the lab host (no systemd runs there: it installs no units)."""
+    return [str(SRC / "install.sh"), *args]
+
+
+def installed_paths(lab: Lab) -> list[Path]:
+    """What of an installation is in the lab host's root (``current`` is a link: an absolute
+    target would resolve on the machine)."""
+    return [path for path in INSTALLED_PATHS if lab.path(path).exists() or lab.path(path).is_symlink()]
+
+
+def uninstall(lab: Lab) -> list[str]:
+    """``./install.sh --uninstall`` in the lab host, then remove the config the tests wrote.
+    Returns what went wrong (empty when all is gone)."""
     errors: list[str] = []
-    temp = None
-    if host_ns is None or not namespace_exists(host_ns):
-        temp = unique("pfu")  # never in the root namespace: uninstall runs iptables
-        run(["ip", "netns", "add", temp])
-    namespace = temp or host_ns
-    assert namespace is not None
-    try:
-        result = run(["ip", "netns", "exec", namespace, *install_sh("--uninstall")], check=False, timeout=120, cwd=REPO)
-        print(f"\ninstall.sh --uninstall (in {namespace}):\n{result.stdout}{result.stderr}", end="")
-        if result.returncode != 0:
-            errors.append(f"install.sh --uninstall: exit {result.returncode}: {result.stderr.strip()}")
-    finally:
-        if temp is not None:
-            delete_namespaces([temp])
-    CONFIG.unlink(missing_ok=True)
+    result = lab.run_in_host(install_sh("--uninstall"), check=False, timeout=120, cwd=SRC)
+    print(f"\ninstall.sh --uninstall (in {lab.host_ns}):\n{result.stdout}{result.stderr}", end="")
+    if result.returncode != 0:
+        errors.append(f"install.sh --uninstall: exit {result.returncode}: {result.stderr.strip()}")
+    lab.path(CONFIG).unlink(missing_ok=True)
     with contextlib.suppress(OSError):
-        CONFIG.parent.rmdir()
-    left = existing_installation()
+        lab.path(CONFIG.parent).rmdir()
+    left = installed_paths(lab)
     if left:
         errors.append("left behind after uninstall: " + ", ".join(map(str, left)))
     return errors
@@ -174,7 +171,8 @@ class PortfwdLab(Lab):
             return
         with open(self.watcher_log, "ab") as log:
             self.watcher = subprocess.Popen(
-                ["ip", "netns", "exec", self.host_ns, str(CLI), "watch"],
+                self.host_argv([str(CLI), "watch"]),
+                env=command_env(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -197,11 +195,15 @@ class PortfwdLab(Lab):
                 watcher.wait(timeout=10)
 
     def _monitor_running(self) -> bool:
-        for pid in self.run_in_host(["ip", "netns", "pids", self.host_ns]).stdout.split():
+        for pid in self.pids():
             with contextlib.suppress(OSError):
                 if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2] == [b"nft", b"monitor"]:
                     return True
         return False
+
+    def pids(self) -> list[int]:
+        """Every process in the lab host's network namespace (libvirtd, dnsmasq, ours, ...)."""
+        return namespace_pids(self.host_ns)
 
     @property
     def libvirtd_log(self) -> Path:
@@ -438,9 +440,11 @@ def wait_for_answer(
         time.sleep(interval)
 
 
-def write_config(text: str) -> None:
-    """Replace the config atomically (a new inode: the hook's parsed-config cache sees the change)."""
-    tmp = CONFIG.with_name(f".config.yaml.{os.getpid()}.tmp")
+def write_config(lab: Lab, text: str) -> None:
+    """Replace the lab host's config atomically (a new inode: the hook's parsed-config cache sees
+    the change)."""
+    config = lab.path(CONFIG)
+    tmp = config.with_name(f".config.yaml.{os.getpid()}.tmp")
     tmp.write_text(text)
     tmp.chmod(0o644)
-    tmp.replace(CONFIG)
+    tmp.replace(config)

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import time
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 
 from tests.lab.guest import HTTP_PORTS, UDP_PORTS, mac_for
-from tests.lab.host import Lab
+from tests.lab.host import RELEASE_FIREWALLS, Lab
 
 pytestmark = pytest.mark.e2e
 
@@ -85,12 +87,35 @@ def test_two_nic_guest_with_metadata(lab: Lab) -> None:
 def test_libvirt_runs_the_network_with_the_requested_firewall(lab: Lab, libvirt_firewall: str) -> None:
     """The lab's libvirtd took its firewall_backend (its live network status records it), and
     its rules are where that backend puts them."""
-    status = ET.parse(f"/run/libvirt/network/{lab.network}.xml").getroot()
+    status = ET.parse(lab.network_status()).getroot()
     firewall = status.find("firewall")
-    assert firewall is not None and firewall.get("backend") == libvirt_firewall, ET.tostring(status)[:500]
+    if RELEASE_FIREWALLS[lab.release] == ("iptables",):  # libvirt before 10.4 records none: iptables only
+        assert firewall is None and libvirt_firewall == "iptables", ET.tostring(status)[:500]
+    else:
+        assert firewall is not None and firewall.get("backend") == libvirt_firewall, ET.tostring(status)[:500]
     nft = lab.run_in_host(["nft", "list", "table", "ip", "libvirt_network"], check=False)
     iptables = lab.run_in_host(["iptables-save"]).stdout
     if libvirt_firewall == "nftables":
         assert "guest_input" in nft.stdout and "LIBVIRT_FWI" not in iptables
     else:
         assert nft.returncode != 0 and "-A FORWARD -j LIBVIRT_FWI" in iptables
+
+
+def test_libvirt_runs_from_the_labs_root_not_the_machine(lab: Lab) -> None:
+    """libvirtd is the root's (its version as built, chrooted, in a mount namespace of its own):
+    nothing of the machine's libvirt, if it has one, is used."""
+    assert lab.rootfs is not None
+    built = str(lab.rootfs.info["versions"]["libvirt-daemon"])  # type: ignore[index]
+    upstream = built.split("-")[0].split(":")[-1]
+    assert "Running hypervisor: QEMU" in lab.virsh("version", "--daemon").stdout
+    assert f"Using library: libvirt {upstream}" in lab.virsh("version").stdout
+    pid = lab.libvirtd_pid()
+    assert pid is not None
+    assert os.readlink(f"/proc/{pid}/ns/mnt") != os.readlink("/proc/self/ns/mnt")
+    assert os.readlink(f"/proc/{pid}/ns/net") != os.readlink("/proc/self/ns/net")
+    # its / is the lab's overlay of the cached root (mountinfo: ... MOUNTPOINT ... - TYPE SOURCE OPTIONS)
+    mounts = [line.split() for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines()]
+    root = [fields for fields in mounts if fields[4] == "/"]
+    assert root, mounts
+    assert root[-1][root[-1].index("-") + 1] == "overlay", root
+    assert f"lowerdir={lab.rootfs.path}," in root[-1][-1], root

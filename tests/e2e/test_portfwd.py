@@ -172,14 +172,15 @@ class Vms:
 class Config:
     """The installed config file; the original content is put back when the test ends."""
 
-    def __init__(self) -> None:
-        self.original = CONFIG.read_text()
+    def __init__(self, lab: PortfwdLab) -> None:
+        self.lab = lab
+        self.original = lab.path(CONFIG).read_text()
 
     def write(self, text: str) -> None:
-        write_config(text)
+        write_config(self.lab, text)
 
     def restore(self) -> None:
-        write_config(self.original)
+        write_config(self.lab, self.original)
 
 
 @pytest.fixture
@@ -197,7 +198,7 @@ def vms(portfwd_lab: PortfwdLab) -> Iterator[Vms]:
 
 @pytest.fixture
 def config(portfwd_lab: PortfwdLab) -> Iterator[Config]:
-    file = Config()
+    file = Config(portfwd_lab)
     yield file
     file.restore()
 
@@ -472,7 +473,7 @@ def test_shutdown_and_destroy_remove_every_rule(portfwd_lab: PortfwdLab, web1_up
         assert not re.search("PORTFWD|libvirt-portfwd|libvirt_portfwd", text), text
         assert sorted(lab.libvirt_rules()) == libvirt_before
         assert lab.status() == []
-        assert not any(Path(RUN_DIR, "domains").glob("*.json"))
+        assert not any(lab.path(RUN_DIR / "domains").glob("*.json"))
 
 
 def test_fresh_vm_gets_its_forward_when_the_lease_appears(portfwd_lab: PortfwdLab, vms: Vms) -> None:
@@ -482,7 +483,7 @@ def test_fresh_vm_gets_its_forward_when_the_lease_appears(portfwd_lab: PortfwdLa
     known = {str(lease.get("mac-address", "")) for lease in lab.read_leases()}
     fresh_mac = random_mac(known)
     plain_mac = random_mac(known | {fresh_mac})
-    network = Path("/run/libvirt/network/default.xml").read_text()
+    network = lab.network_status().read_text()
     assert "<host " not in network, "precondition: no static DHCP reservation in the network"
     plain = vms.define("plain", macs=[plain_mac])
     fresh = vms.define(
@@ -517,9 +518,8 @@ def test_fresh_vm_gets_its_forward_when_the_lease_appears(portfwd_lab: PortfwdLa
 
 
 def waiter_pids(lab: PortfwdLab) -> list[int]:
-    pids = lab.run_in_host(["ip", "netns", "pids", lab.host_ns]).stdout.split()
     found = []
-    for pid in pids:
+    for pid in lab.pids():
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:

@@ -10,14 +10,18 @@ The guest boots in a few seconds under TCG, takes a DHCP lease on every NIC, and
 The hostname is the domain name unless given; it travels on the kernel command line
 (``portfwd.hostname=NAME``) so one image serves every guest.
 
-Images are cached under ``/var/cache/libvirt-portfwd-tests/guest-<key>/`` (override with
-``LIBVIRT_PORTFWD_TEST_CACHE``); the key is a hash of every input, so a new kernel, busybox or
-init script builds a new image and an unchanged machine reuses the old one.
+The kernel, its modules, busybox and the C compiler come from the lab's root file system
+(tests/lab/rootfs.py), not from the machine. Images are cached under
+``/var/cache/libvirt-portfwd-tests/guest-<key>/`` (override with ``LIBVIRT_PORTFWD_TEST_CACHE``);
+the key is a hash of every input, so a new kernel, busybox or init script builds a new image and
+an unchanged root reuses the old one. Builds take an exclusive lock on ``guest.lock`` there and
+rename a complete image into place.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import gzip
 import hashlib
 import lzma
@@ -30,7 +34,7 @@ import subprocess
 import tempfile
 import time
 import uuid as uuid_module
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from xml.sax.saxutils import escape, quoteattr
@@ -57,7 +61,7 @@ BUILD_VERSION = "lab-guest-1"
 CACHE_ENV = "LIBVIRT_PORTFWD_TEST_CACHE"
 DEFAULT_CACHE_DIR = Path("/var/cache/libvirt-portfwd-tests")
 CACHE_MAX_AGE = 7 * 24 * 3600.0  # images unused this long are removed when a new one is built
-BUSYBOX = Path("/bin/busybox")
+BUSYBOX = Path("/bin/busybox")  # inside the root
 HERE = Path(__file__).resolve().parent
 INIT_SCRIPT = HERE / "guest_init.sh"
 UDHCPC_SCRIPT = HERE / "guest_udhcpc.sh"
@@ -203,30 +207,30 @@ def _version_key(version: str) -> list[tuple[int, str]]:
     return [(int(part), "") if part.isdigit() else (-1, part) for part in re.split(r"[.-]", version)]
 
 
-def _modules_dir(version: str) -> Path | None:
-    for base in (Path("/lib/modules"), Path("/usr/lib/modules")):
+def _modules_dir(root: Path, version: str) -> Path | None:
+    for base in (root / "lib/modules", root / "usr/lib/modules"):
         if (base / version / "modules.dep").is_file():
             return base / version
     return None
 
 
-def _kernel_candidates() -> Iterator[tuple[Path, str]]:
-    for image in Path("/boot").glob("vmlinuz-*"):
+def _kernel_candidates(root: Path) -> Iterator[tuple[Path, str]]:
+    for image in (root / "boot").glob("vmlinuz-*"):
         yield image, image.name.removeprefix("vmlinuz-")
-    for base in (Path("/lib/modules"), Path("/usr/lib/modules")):
+    for base in (root / "lib/modules", root / "usr/lib/modules"):
         for image in base.glob("*/vmlinuz"):
             yield image, image.parent.name
 
 
-def find_kernel() -> KernelSource:
-    """The newest installed kernel image whose modules directory exists."""
+def find_kernel(root: Path) -> KernelSource:
+    """The newest kernel image of root whose modules directory exists."""
     found: dict[str, KernelSource] = {}
-    for image, version in _kernel_candidates():
-        modules = _modules_dir(version)
+    for image, version in _kernel_candidates(root):
+        modules = _modules_dir(root, version)
         if modules is not None and image.is_file():
             found.setdefault(version, KernelSource(image, version, modules))
     if not found:
-        raise LabError("no kernel with modules: install linux-image-amd64 (tests/lab/install_deps.sh)")
+        raise LabError(f"no kernel with modules in {root}: its root needs linux-image-amd64 (tests/lab/rootfs.py)")
     return found[max(found, key=_version_key)]
 
 
@@ -308,13 +312,15 @@ def is_static_elf(path: Path) -> bool:
     return True
 
 
-def compile_udpecho(out: Path) -> None:
-    run(["gcc", "-static", "-Os", "-s", "-o", str(out), str(UDPECHO_SOURCE)], timeout=120)
+# compile(source, out): builds the static UDP echo with the root's gcc (the lab runs it inside the root)
+Compiler = Callable[[Path, Path], None]
+UDPECHO_CFLAGS = ("-static", "-Os", "-s")
 
 
-def busybox_applets() -> list[str]:
-    """Applet paths relative to / (``bin/sh``, ``sbin/acpid``, ...)."""
-    out = run([str(BUSYBOX), "--list-full"], timeout=10).stdout
+def busybox_applets(busybox: Path) -> list[str]:
+    """Applet paths relative to / (``bin/sh``, ``sbin/acpid``, ...); busybox is static, so the
+    root's binary runs here."""
+    out = run([str(busybox), "--list-full"], timeout=10).stdout
     return [line.strip().lstrip("/") for line in out.splitlines() if line.strip()]
 
 
@@ -388,11 +394,11 @@ def lab_conf(modules: Sequence[str]) -> str:
     )
 
 
-def build_initramfs(modules: Sequence[tuple[str, Path]], udpecho: Path) -> bytes:
+def build_initramfs(modules: Sequence[tuple[str, Path]], udpecho: Path, busybox: Path) -> bytes:
     """The gzip-compressed newc initramfs."""
     files: dict[str, tuple[bytes, int]] = {
         "init": (INIT_SCRIPT.read_bytes(), 0o755),
-        "bin/busybox": (BUSYBOX.read_bytes(), 0o755),
+        "bin/busybox": (busybox.read_bytes(), 0o755),
         "bin/udpecho": (udpecho.read_bytes(), 0o755),
         "etc/udhcpc.script": (UDHCPC_SCRIPT.read_bytes(), 0o755),
         "etc/acpi/PWRF/00000080": (POWER_BUTTON_ACTION.encode(), 0o755),
@@ -400,7 +406,7 @@ def build_initramfs(modules: Sequence[tuple[str, Path]], udpecho: Path) -> bytes
     }
     for name, path in modules:
         files[f"modules/{name}.ko"] = (read_module(path), 0o644)
-    links = {applet: "/bin/busybox" for applet in busybox_applets() if applet not in files}
+    links = {applet: "/bin/busybox" for applet in busybox_applets(busybox) if applet not in files}
     empty_dirs = ["dev", "proc", "sys", "tmp", "run", "root", "var", "var/log", "www"]
     writer = CpioWriter()
     for directory in _parents([*files, *links, *(f"{d}/x" for d in empty_dirs)]):
@@ -422,61 +428,67 @@ def cache_dir() -> Path:
     return Path(os.environ.get(CACHE_ENV) or DEFAULT_CACHE_DIR)
 
 
-def image_key(kernel: KernelSource, modules: Sequence[tuple[str, Path]]) -> str:
+def image_key(kernel: KernelSource, modules: Sequence[tuple[str, Path]], busybox: Path) -> str:
     """A hash of every input of the image."""
     digest = hashlib.sha256(BUILD_VERSION.encode())
-    inputs = [kernel.image, BUSYBOX, INIT_SCRIPT, UDHCPC_SCRIPT, UDPECHO_SOURCE]
+    inputs = [kernel.image, busybox, INIT_SCRIPT, UDHCPC_SCRIPT, UDPECHO_SOURCE]
     inputs += [path for _, path in modules]
     for path in inputs:
-        digest.update(str(path).encode() + b"\0")
+        digest.update(path.name.encode() + b"\0")  # not the whole path: the root's moves with its key
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     digest.update(lab_conf([name for name, _ in modules]).encode())
     digest.update(POWER_BUTTON_ACTION.encode())
+    digest.update(" ".join(UDPECHO_CFLAGS).encode())
     return digest.hexdigest()[:16]
 
 
-def check_prerequisites() -> list[str]:
-    """What is missing to build a guest image (empty when everything is there)."""
+def check_prerequisites(root: Path) -> list[str]:
+    """What root lacks to build a guest image (empty when everything is there)."""
     missing = []
-    if not BUSYBOX.is_file():
-        missing.append(f"{BUSYBOX} (busybox-static)")
-    elif not is_static_elf(BUSYBOX):
-        missing.append(f"a static {BUSYBOX} (busybox-static, not busybox)")
-    if shutil.which("gcc") is None:
-        missing.append("gcc")
-    elif not any(Path(d, "libc.a").is_file() for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64", "/usr/lib")):
-        missing.append("libc.a (libc6-dev)")
+    busybox = root / BUSYBOX.relative_to("/")
+    if not busybox.is_file():
+        missing.append(f"{busybox} (busybox-static)")
+    elif not is_static_elf(busybox):
+        missing.append(f"a static {busybox} (busybox-static, not busybox)")
+    if not (root / "usr/bin/gcc").exists():
+        missing.append(f"gcc in {root}")
+    elif not any((root / d / "libc.a").is_file() for d in ("usr/lib/x86_64-linux-gnu", "usr/lib64", "usr/lib")):
+        missing.append(f"libc.a (libc6-dev) in {root}")
     try:
-        find_kernel()
+        find_kernel(root)
     except LabError as exc:
         missing.append(str(exc))
     return missing
 
 
-def build_guest_image(cache: Path | None = None) -> GuestImage:
-    """Return the cached guest image for the installed kernel, building it when inputs changed."""
-    kernel = find_kernel()
+def build_guest_image(root: Path, compile_udpecho: Compiler, cache: Path | None = None) -> GuestImage:
+    """Return the cached guest image for root's kernel and busybox, building it when inputs changed."""
+    kernel = find_kernel(root)
     modules = resolve_modules(kernel.modules_dir)
-    key = image_key(kernel, modules)
-    root = cache or cache_dir()
-    target = root / f"guest-{key}"
+    busybox = root / BUSYBOX.relative_to("/")
+    key = image_key(kernel, modules, busybox)
+    images = cache or cache_dir()
+    target = images / f"guest-{key}"
     image = GuestImage(target / "vmlinuz", target / "initrd.img", kernel.version, key)
     if image.kernel.is_file() and image.initrd.is_file():
         os.utime(target)
         return image
-    root.mkdir(parents=True, exist_ok=True)
-    prune_cache(root, keep=target)
-    root.chmod(0o755)
-    staging = Path(tempfile.mkdtemp(prefix=".build-", dir=root))
+    images.mkdir(parents=True, exist_ok=True)
+    images.chmod(0o755)
+    fd = os.open(images / "guest.lock", os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        _build_into(staging, kernel, modules)
+        fcntl.flock(fd, fcntl.LOCK_EX)  # one build at a time (test runs side by side); the next finds it built
+        if image.kernel.is_file() and image.initrd.is_file():
+            return image
+        prune_cache(images, keep=target)
+        staging = Path(tempfile.mkdtemp(prefix=".build-", dir=images))
         try:
-            staging.rename(target)
-        except OSError:
-            if not (image.kernel.is_file() and image.initrd.is_file()):
-                raise
+            _build_into(staging, kernel, modules, busybox, compile_udpecho)
+            staging.rename(target)  # complete or absent
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        os.close(fd)
     return image
 
 
@@ -489,11 +501,15 @@ def prune_cache(root: Path, keep: Path, max_age: float = CACHE_MAX_AGE) -> None:
                 shutil.rmtree(entry)
 
 
-def _build_into(staging: Path, kernel: KernelSource, modules: Sequence[tuple[str, Path]]) -> None:
+def _build_into(
+    staging: Path, kernel: KernelSource, modules: Sequence[tuple[str, Path]], busybox: Path, compile_udpecho: Compiler
+) -> None:
     udpecho = staging / "udpecho"
-    compile_udpecho(udpecho)
+    compile_udpecho(UDPECHO_SOURCE, udpecho)
+    if not is_static_elf(udpecho):
+        raise LabError(f"{udpecho}: not a static executable")
     shutil.copyfile(kernel.image, staging / "vmlinuz")
-    (staging / "initrd.img").write_bytes(build_initramfs(modules, udpecho))
+    (staging / "initrd.img").write_bytes(build_initramfs(modules, udpecho, busybox))
     (staging / "kernel-version").write_text(kernel.version + "\n")
     for path in staging.iterdir():
         path.chmod(0o644)

@@ -1,23 +1,28 @@
-"""The lab: a real libvirtd, its NAT network and guests, inside network namespaces.
+"""The lab: a real libvirtd, its NAT network and guests, inside namespaces, from a Debian root.
 
 Topology (addresses are documentation ranges; nothing touches the root namespace's network)::
 
-    pfclient-<id>                       pfhost-<id>
+    pfclient-<id>                       pfhost-<id>: a private overlay of a cached Debian root
     eth0 203.0.113.2/24  <--veth-->     uplink0 203.0.113.1/24, ip_forward=1
-    default via .1                      libvirtd + virtlogd, network "default":
+    default via .1                      (tests/lab/rootfs.py, tests/lab/hostroot.py) running
+                                        libvirtd + virtlogd, network "default":
                                         virbr0 192.168.122.1/24 + dnsmasq, guests' taps
+
+libvirt, QEMU, virsh, install.sh, our hook and CLI all run inside the root (its own /etc,
+/opt, /usr/local, /var/lib/libvirt, /run), never the machine's: nothing of libvirt needs to be
+installed on the machine, and an installation of ours there is neither touched nor in the way.
 
 Usage::
 
-    with Lab() as lab:
+    with Lab() as lab:                            # Debian 13's root (libvirt 11.3)
         guest = lab.start_guest("web1")           # boots, waits for the DHCP lease
         lab.http_get_from_client(lab.host_addr, 8080)
         lab.shutdown("web1")
 
-Only one lab runs per machine at a time (libvirtd's sockets and state are machine-wide): a
-lab takes an exclusive lock on ``/run/libvirt-portfwd-lab/lock``, refuses to start next to a
-libvirtd it did not start, and cleans up what a crashed earlier lab recorded in
-``/run/libvirt-portfwd-lab/lab.json``.
+Every name a lab makes (namespaces, scratch and work directories) carries its random suffix,
+so labs of two test runs at once never meet. Each lab records what it made in
+``/run/libvirt-portfwd-lab/labs/<suffix>.json`` and holds ``<suffix>.lock`` while it runs; a lab
+that starts removes what a crashed one left (a record whose lock nobody holds).
 """
 
 from __future__ import annotations
@@ -42,7 +47,9 @@ from typing import Any
 
 from ..names import unique_suffix
 from . import guest as guest_module
+from . import rootfs as rootfs_module
 from .guest import GuestImage, GuestSpec
+from .hostroot import Bind, HostRoot
 from .proc import (
     SYSTEM_PATH,
     LabError,
@@ -53,7 +60,6 @@ from .proc import (
     read_pid,
     run,
     signal_daemon,
-    socket_answers,
     stop_daemon,
 )
 
@@ -61,20 +67,24 @@ LOG = logging.getLogger("libvirt_portfwd.lab")
 
 LIBVIRT_URI = "qemu:///system"
 NETWORK = "default"
-NETWORK_TEMPLATE = Path("/usr/share/libvirt/networks/default.xml")
-LIBVIRT_SOCKET = Path("/run/libvirt/libvirt-sock")
+NETWORK_TEMPLATE = Path("/usr/share/libvirt/networks/default.xml")  # inside the root, as every path below
 LEASE_DIR = Path("/var/lib/libvirt/dnsmasq")
+NETWORK_STATUS_DIR = Path("/run/libvirt/network")
 LIBVIRT_NETWORK_CONF = Path("/etc/libvirt/network.conf")
+GUEST_IMAGE_DIR = Path("/var/lib/libvirt/images/libvirt-portfwd-lab")
+PID_DIR = Path("/run/libvirt-portfwd-lab")
 FIREWALL_BACKENDS = ("iptables", "nftables")
+# libvirt 9.0 (Debian 12) has only the iptables firewall; 10.4 and later both.
+RELEASE_FIREWALLS = {"bookworm": ("iptables",), "trixie": FIREWALL_BACKENDS}
 TC_WRAPPER = Path(__file__).with_name("tc_wrapper.sh")
-STATE_DIR = Path("/run/libvirt-portfwd-lab")
+STATE_DIR = Path("/run/libvirt-portfwd-lab/labs")  # on the machine: one record and lock per running lab
 HOST_ADDR = "203.0.113.1"
 CLIENT_ADDR = "203.0.113.2"
 PREFIX_LEN = 24
 HOST_UPLINK = "uplink0"
 CLIENT_IF = "eth0"
-DAEMONS = ("libvirtd", "virtlogd")  # started with -d -p STATE_DIR/NAME.pid; comm == NAME
-REQUIRED_COMMANDS = ("ip", "sysctl", "virsh", "libvirtd", "virtlogd", "qemu-system-x86_64", "dnsmasq", "iptables")
+DAEMONS = ("libvirtd", "virtlogd")  # started with -d -p PID_DIR/NAME.pid; comm == NAME
+MACHINE_COMMANDS = ("ip", "nsenter", "unshare")  # the machine's own tools the lab uses
 
 
 def client_python() -> str:
@@ -155,15 +165,17 @@ class Guest:
 
 @dataclass
 class _Record:
-    """What this lab created, written to STATE_DIR so a later lab can clean up after a crash."""
+    """What a lab created, in STATE_DIR, so that a later lab can clean up after a crash."""
 
+    suffix: str
     host_ns: str
     client_ns: str
+    scratch: str  # the root's overlay directories
     temp_workdir: str = ""  # a workdir the lab made (removed by the cleanup of a stale lab)
     domains: list[str] = field(default_factory=list)
 
     def save(self) -> None:
-        _write_json(STATE_DIR / "lab.json", dataclasses.asdict(self))
+        _write_json(STATE_DIR / f"{self.suffix}.json", dataclasses.asdict(self))
 
 
 def _write_json(path: Path, data: Any) -> None:
@@ -172,36 +184,73 @@ def _write_json(path: Path, data: Any) -> None:
     tmp.replace(path)
 
 
-def missing_prerequisites() -> list[str]:
+def missing_prerequisites(release: str = rootfs_module.DEFAULT_RELEASE) -> list[str]:
     """Why a lab cannot run here (empty when it can)."""
     missing: list[str] = []
     if os.geteuid() != 0:
         missing.append("root")
-    for command in REQUIRED_COMMANDS:
+    for command in MACHINE_COMMANDS:
         if shutil.which(command, path=SYSTEM_PATH) is None:
             missing.append(command)
-    if not NETWORK_TEMPLATE.is_file() and not Path("/etc/libvirt/qemu/networks/default.xml").is_file():
-        missing.append(str(NETWORK_TEMPLATE))
-    missing += guest_module.check_prerequisites()
+    if rootfs_module.find(release) is None and shutil.which("mmdebstrap", path=SYSTEM_PATH) is None:
+        missing.append("mmdebstrap (to build the lab's root file system; tests/lab/install_deps.sh)")
+    try:
+        overlay = "overlay" in Path("/proc/filesystems").read_text().split()
+    except OSError:
+        overlay = False
+    if not overlay:
+        missing.append("overlayfs")
     return missing
 
 
+def clean_stale_labs() -> None:
+    """Remove what crashed labs left: records whose lock no process holds."""
+    for path in sorted(STATE_DIR.glob("*.json")):
+        lock = path.with_suffix(".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            continue  # a running lab
+        try:
+            try:
+                stale = json.loads(path.read_text())
+            except (OSError, ValueError):
+                stale = {}
+            LOG.warning("cleaning up a stale lab: %s", stale)
+            namespaces = [str(stale.get(key, "")) for key in ("host_ns", "client_ns")]
+            delete_namespaces([ns for ns in namespaces if ns.startswith(("pfhost-", "pfclient-"))])
+            for key in ("scratch", "temp_workdir"):
+                directory = str(stale.get(key, ""))
+                if directory.startswith("/var/tmp/libvirt-portfwd-lab-"):
+                    shutil.rmtree(directory, ignore_errors=True)
+            path.unlink(missing_ok=True)
+            lock.unlink(missing_ok=True)
+        finally:
+            os.close(fd)
+
+
 class Lab:
-    """A libvirt host in a network namespace, a client namespace, and helpers to drive both.
+    """A libvirt host (a Debian root, in namespaces), a client namespace, and helpers to drive both.
 
     Parameters:
-        workdir: where domain XML, serial logs and daemon logs go (a new temp dir if None).
-        suffix: namespace suffix (tests.names.unique_suffix() if None): namespaces are
-            pfhost-SUFFIX, pfclient-SUFFIX.
+        workdir: where domain XML, serial logs and daemon logs go (a new temp dir if None); it is
+            bind-mounted into the root at the same path.
+        suffix: name suffix (tests.names.unique_suffix() if None): namespaces are pfhost-SUFFIX, pfclient-SUFFIX.
         path_prepend: directories put first in libvirtd's PATH (hooks inherit it).
+        release: the Debian root (tests/lab/rootfs.py): "trixie" (libvirt 11.3, the default) or
+            "bookworm" (libvirt 9.0: iptables only).
         firewall_backend: libvirt's ``firewall_backend`` ("iptables" or "nftables"; None: the
-            packaged default). Given to libvirtd alone, as its /etc/libvirt/network.conf (a bind
-            mount in the mount namespace libvirtd runs in; the file on disk is not changed).
-            "nftables" also puts tests/lab/tc_wrapper.sh first in libvirtd's PATH as ``tc``.
-        before_libvirtd: called with the lab after the namespaces exist and before libvirtd
-            starts, e.g. to run install.sh so libvirtd finds the hooks at start.
+            packaged default), written to the root's /etc/libvirt/network.conf (the lab's own
+            copy). "nftables" also puts tests/lab/tc_wrapper.sh first in libvirtd's PATH as ``tc``.
+        before_libvirtd: called with the lab after the root is up and before libvirtd starts,
+            e.g. to run install.sh so libvirtd finds the hooks at start.
         keep_workdir: keep a workdir the lab made at close (one passed in is always kept).
-        lock_timeout: seconds to wait for another lab on this machine to finish.
+        lock_timeout: seconds to wait for another test run building the same root.
     """
 
     def __init__(
@@ -210,27 +259,33 @@ class Lab:
         workdir: Path | None = None,
         suffix: str | None = None,
         path_prepend: Sequence[str] = (),
+        release: str = rootfs_module.DEFAULT_RELEASE,
         firewall_backend: str | None = None,
         before_libvirtd: Callable[[Lab], None] | None = None,
         keep_workdir: bool = False,
-        lock_timeout: float = 600.0,
+        lock_timeout: float = rootfs_module.BUILD_TIMEOUT,
     ) -> None:
-        suffix = suffix or unique_suffix()
-        self.host_ns = f"pfhost-{suffix}"
-        self.client_ns = f"pfclient-{suffix}"
+        self.suffix = suffix or unique_suffix()
+        self.host_ns = f"pfhost-{self.suffix}"
+        self.client_ns = f"pfclient-{self.suffix}"
         self.host_addr = HOST_ADDR
         self.client_addr = CLIENT_ADDR
         self.network = NETWORK
         self.bridge = "virbr0"
         self.path_prepend = tuple(path_prepend)
-        if firewall_backend not in (None, *FIREWALL_BACKENDS):
-            raise LabError(f"firewall_backend: {firewall_backend!r} is not one of {FIREWALL_BACKENDS}")
+        self.release = rootfs_module.check_release(release)
+        if firewall_backend not in (None, *RELEASE_FIREWALLS[release]):
+            raise LabError(
+                f"firewall_backend: {firewall_backend!r}: {release}'s libvirt has {RELEASE_FIREWALLS[release]}"
+            )
         self.firewall_backend = firewall_backend
         self.before_libvirtd = before_libvirtd
         self.keep_workdir = keep_workdir
         self.lock_timeout = lock_timeout
         self.timings: dict[str, float] = {}
         self.guests: dict[str, Guest] = {}
+        self.rootfs: rootfs_module.Rootfs | None = None
+        self._root: HostRoot | None = None
         self._own_workdir = workdir is None
         self._workdir_arg = workdir
         self.workdir = Path()
@@ -239,7 +294,6 @@ class Lab:
         self._image: GuestImage | None = None
         self._lease_baseline: dict[str, int | None] = {}
         self._network_started = False
-        self._stale_domains: list[str] = []
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -251,19 +305,15 @@ class Lab:
         self.close()
 
     def start(self) -> None:
-        """Bring the lab up: lock, namespaces, daemons, network. Cleans up on failure."""
+        """Bring the lab up: root, namespaces, daemons, network. Cleans up on failure."""
         began = time.monotonic()
-        self._acquire_lock()
         try:
-            self._clean_stale_lab()
-            self._refuse_foreign_libvirtd()
+            self._timed("rootfs", self._find_rootfs)
+            self._register()
             self._make_workdir()
             self._write_libvirt_config()
-            self._record = _Record(
-                self.host_ns, self.client_ns, str(self.workdir) if self._own_workdir and not self.keep_workdir else ""
-            )
-            self._record.save()
             self._create_namespaces()
+            self._timed("root_up", self._start_root)
             if self.before_libvirtd is not None:
                 self.before_libvirtd(self)
             self._timed("virtlogd_start", self._start_virtlogd)
@@ -280,17 +330,26 @@ class Lab:
         """Tear everything down; every step is tried, errors are collected and raised together."""
         errors: list[str] = []
         if self._record is not None:
-            if (self._record.domains or self._network_started) and self.libvirtd_pid() is None:
-                self._collect(errors, self.start_libvirtd)  # a test stopped it: clean up through it
-            self._collect(errors, self._remove_domains)
-            if self._network_started:
-                self._collect(errors, self._stop_network)
-            self._collect(errors, self._stop_daemons)
+            if self._root is not None and self._root.running:
+                if (self._record.domains or self._network_started) and self.libvirtd_pid() is None:
+                    self._collect(errors, self.start_libvirtd)  # a test stopped it: clean up through it
+                self._collect(errors, self._remove_domains)
+                if self._network_started:
+                    self._collect(errors, self._stop_network)
+                self._collect(errors, self._stop_daemons)
+            if self._root is not None:
+                self._collect(errors, self._root.stop)
+            # what is left in the namespaces (a guest, dnsmasq) is the lab's
             self._collect(errors, lambda: delete_namespaces([self.host_ns, self.client_ns]))
-            with contextlib.suppress(FileNotFoundError):
-                (STATE_DIR / "lab.json").unlink()
+            if self._root is not None:
+                self._collect(errors, self._root.close)
+                self._root = None
+            for leftover in (STATE_DIR / f"{self.suffix}.json", STATE_DIR / f"{self.suffix}.lock"):
+                leftover.unlink(missing_ok=True)
             self._record = None
-        self._release_lock()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         if self._own_workdir and not self.keep_workdir and self.workdir != Path():
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
@@ -308,70 +367,70 @@ class Lab:
         step()
         self.timings[label] = time.monotonic() - began
 
-    # --- lock and stale state ------------------------------------------------------------------
+    # --- the root file system and the record ------------------------------------------------
 
-    def _acquire_lock(self) -> None:
-        STATE_DIR.mkdir(parents=True, exist_ok=True)
-        fd = os.open(STATE_DIR / "lock", os.O_RDWR | os.O_CREAT, 0o644)
-        deadline = time.monotonic() + self.lock_timeout
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    raise LabError(f"another lab holds {STATE_DIR / 'lock'}") from None
-                time.sleep(0.5)
-        self._lock_fd = fd
-
-    def _release_lock(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
-
-    def _clean_stale_lab(self) -> None:
-        """Remove what a crashed earlier lab left (we hold the lock, so it is not running)."""
-        path = STATE_DIR / "lab.json"
-        if not path.is_file():
-            return
+    def _find_rootfs(self) -> None:
         try:
-            stale = json.loads(path.read_text())
-        except (OSError, ValueError):
-            stale = {}
-        LOG.warning("cleaning up a stale lab: %s", stale)
-        namespaces = [stale.get("host_ns", ""), stale.get("client_ns", "")]
-        namespaces = [ns for ns in namespaces if ns.startswith(("pfhost-", "pfclient-"))]
-        for name in DAEMONS:
-            stop_daemon(STATE_DIR / f"{name}.pid", name)
-        delete_namespaces(namespaces)
-        self._stale_domains = list(stale.get("domains", []))
-        temp_workdir = str(stale.get("temp_workdir", ""))
-        if temp_workdir.startswith("/var/tmp/libvirt-portfwd-lab-"):
-            shutil.rmtree(temp_workdir, ignore_errors=True)
-        path.unlink()
+            self.rootfs = rootfs_module.build(self.release, lock_timeout=self.lock_timeout)
+        except rootfs_module.RootfsError as exc:
+            raise LabError(f"the {self.release} root file system: {exc}") from exc
+        missing = guest_module.check_prerequisites(self.rootfs.path)
+        if missing:
+            raise LabError(f"the {self.release} root lacks what the guest needs: {', '.join(missing)}")
 
-    def _refuse_foreign_libvirtd(self) -> None:
-        if socket_answers(LIBVIRT_SOCKET):
-            raise LabError(f"a libvirtd this lab did not start is listening on {LIBVIRT_SOCKET}; stop it first")
+    def _register(self) -> None:
+        """Clean up after crashed labs, then record this one (its lock held while it runs)."""
+        STATE_DIR.mkdir(parents=True, exist_ok=True)
+        clean_stale_labs()
+        fd = os.open(STATE_DIR / f"{self.suffix}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            raise LabError(f"a lab with suffix {self.suffix} is running") from None
+        self._lock_fd = fd
+        scratch = tempfile.mkdtemp(prefix=f"libvirt-portfwd-lab-{self.suffix}-root-", dir="/var/tmp")
+        self._record = _Record(self.suffix, self.host_ns, self.client_ns, scratch)
+        self._record.save()
 
     def _make_workdir(self) -> None:
         if self._workdir_arg is None:
-            self.workdir = Path(tempfile.mkdtemp(prefix="libvirt-portfwd-lab-", dir="/var/tmp"))
+            self.workdir = Path(tempfile.mkdtemp(prefix=f"libvirt-portfwd-lab-{self.suffix}-", dir="/var/tmp"))
+            if self._record is not None and not self.keep_workdir:
+                self._record.temp_workdir = str(self.workdir)
+                self._record.save()
         else:
             self.workdir = self._workdir_arg
             self.workdir.mkdir(parents=True, exist_ok=True)
         self.workdir.chmod(0o755)
 
     def _write_libvirt_config(self) -> None:
-        if self.firewall_backend is None:
-            return
-        (self.workdir / "network.conf").write_text(f'firewall_backend = "{self.firewall_backend}"\n')
         if self.firewall_backend == "nftables":
             bin_dir = self.workdir / "bin"
             bin_dir.mkdir(exist_ok=True)
             shutil.copy(TC_WRAPPER, bin_dir / "tc")
             self.path_prepend = (str(bin_dir), *self.path_prepend)
+
+    def _start_root(self) -> None:
+        assert self.rootfs is not None and self._record is not None
+        self._root = HostRoot(self.rootfs, self.host_ns, Path(self._record.scratch), [Bind(self.workdir, False)])
+        self._root.start()
+        self.run_in_host(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
+        self.path(PID_DIR).mkdir(exist_ok=True)
+        if self.firewall_backend is not None and len(RELEASE_FIREWALLS[self.release]) > 1:
+            with open(self.path(LIBVIRT_NETWORK_CONF), "a") as conf:
+                conf.write(f'\n# libvirt-portfwd lab\nfirewall_backend = "{self.firewall_backend}"\n')
+
+    @property
+    def root(self) -> HostRoot:
+        """The running root (commands and paths inside the lab host)."""
+        if self._root is None:
+            raise LabError("the lab is not running")
+        return self._root
+
+    def path(self, inside: str | os.PathLike[str]) -> Path:
+        """A path of the lab host's file system, as the test process reaches it."""
+        return self.root.path(inside)
 
     # --- namespaces ----------------------------------------------------------------------------
 
@@ -385,7 +444,6 @@ class Lab:
         for ns_ip, ifname in ((host, HOST_UPLINK), (host, "lo"), (client, CLIENT_IF), (client, "lo")):
             run([*ns_ip, "link", "set", ifname, "up"])
         run([*client, "route", "add", "default", "via", HOST_ADDR])
-        self.run_in_host(["sysctl", "-qw", "net.ipv4.ip_forward=1"])
 
     def run_in_ns(
         self,
@@ -398,7 +456,10 @@ class Lab:
         env: Mapping[str, str] | None = None,
         cwd: str | os.PathLike[str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
-        """Run argv inside a namespace (LC_ALL=C, system PATH plus env)."""
+        """Run argv inside a namespace (LC_ALL=C, system PATH plus env); in the lab host's
+        namespace that is inside its root (cwd, too, is a path of the root)."""
+        if namespace == self.host_ns:
+            return self.root.run(argv, check=check, timeout=timeout, input=input, env=env, cwd=cwd)
         return run(
             ["ip", "netns", "exec", namespace, *argv],
             check=check,
@@ -409,12 +470,16 @@ class Lab:
         )
 
     def run_in_host(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run argv in the lab host namespace, e.g. ``run_in_host(['./install.sh'], cwd=repo)``."""
+        """Run argv in the lab host, inside its root, e.g. ``run_in_host(['./install.sh'], cwd=SRC)``."""
         return self.run_in_ns(self.host_ns, argv, **kwargs)
 
     def run_in_client(self, argv: Sequence[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
-        """Run argv in the client namespace."""
+        """Run argv in the client namespace (the machine's tools)."""
         return self.run_in_ns(self.client_ns, argv, **kwargs)
+
+    def host_argv(self, argv: Sequence[str]) -> list[str]:
+        """argv that runs argv in the lab host, inside its root (for Popen)."""
+        return self.root.argv(argv)
 
     # --- daemons -------------------------------------------------------------------------------
 
@@ -427,18 +492,15 @@ class Lab:
             "LIBVIRT_LOG_OUTPUTS": f"3:file:{self.workdir / 'libvirtd.log'}",
         }
 
+    def _pidfile(self, name: str) -> Path:
+        return self.path(PID_DIR / f"{name}.pid")
+
     def _spawn_daemon(self, name: str) -> None:
-        pidfile = STATE_DIR / f"{name}.pid"
-        argv = [name, "-d", "-p", str(pidfile)]
-        if name == "libvirtd" and self.firewall_backend is not None:
-            # `ip netns exec` gives the command a mount namespace of its own (slave to ours):
-            # the bind mount is libvirtd's alone, and goes when it exits.
-            config = str(self.workdir / "network.conf")
-            argv = ["sh", "-c", f'mount --bind "$0" {LIBVIRT_NETWORK_CONF} && exec "$@"', config, *argv]
+        argv = self.root.argv([name, "-d", "-p", str(PID_DIR / f"{name}.pid")])
         with open(self.workdir / f"{name}.out", "ab") as out:
             try:
                 result = subprocess.run(
-                    ["ip", "netns", "exec", self.host_ns, *argv],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -455,12 +517,12 @@ class Lab:
         self._spawn_daemon("virtlogd")
 
     def start_libvirtd(self, timeout: float = 120.0) -> None:
-        """Start libvirtd in the host namespace and wait until it answers."""
+        """Start libvirtd in the lab host and wait until it answers."""
         self._spawn_daemon("libvirtd")
         self.wait_for_libvirtd(timeout)
 
     def stop_libvirtd(self) -> None:
-        stop_daemon(STATE_DIR / "libvirtd.pid", "libvirtd")
+        stop_daemon(self._pidfile("libvirtd"), "libvirtd")
 
     def restart_libvirtd(self, timeout: float = 120.0) -> float:
         """Stop and start libvirtd (running guests survive); returns the seconds it took."""
@@ -487,7 +549,9 @@ class Lab:
 
     def libvirtd_pid(self) -> int | None:
         """The pid of the lab's running libvirtd, or None."""
-        pid = read_pid(STATE_DIR / "libvirtd.pid")
+        if self._root is None or not self._root.running:
+            return None
+        pid = read_pid(self._pidfile("libvirtd"))
         return pid if pid is not None and process_name(pid) == "libvirtd" else None
 
     def wait_for_libvirtd(self, timeout: float = 120.0) -> None:
@@ -504,9 +568,10 @@ class Lab:
         """SIGTERM libvirtd and virtlogd together (each takes 1-2 s to exit), then wait for both."""
         signalled = []
         for name in DAEMONS:
-            pid = signal_daemon(STATE_DIR / f"{name}.pid", name)
+            pidfile = self._pidfile(name)
+            pid = signal_daemon(pidfile, name)
             if pid is not None:
-                signalled.append((pid, name, STATE_DIR / f"{name}.pid"))
+                signalled.append((pid, name, pidfile))
         errors = []
         for pid, comm, pidfile in signalled:
             try:
@@ -521,20 +586,18 @@ class Lab:
     def virsh(
         self, *args: str, check: bool = True, timeout: float = 60.0, input: str | None = None
     ) -> subprocess.CompletedProcess[str]:
-        """Run ``virsh -c qemu:///system ARGS`` (the socket is shared by every namespace)."""
-        return run(["virsh", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout, input=input)
+        """Run ``virsh -c qemu:///system ARGS`` inside the lab host's root."""
+        return self.run_in_host(["virsh", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout, input=input)
 
     def _start_network(self) -> None:
-        for name in self._stale_domains:
-            self._remove_domain(name, missing_ok=True)
-        self._stale_domains = []
+        """The root autostarts "default" as an installed host does; start it if it is not up."""
         if self.virsh("net-info", self.network, check=False).returncode != 0:
             self.virsh("net-define", str(NETWORK_TEMPLATE))
         state = self.virsh("net-info", self.network).stdout
-        if _field(state, "Autostart") == "yes":
-            self.virsh("net-autostart", self.network, "--disable")
         if _field(state, "Active") != "yes":
-            self.virsh("net-start", self.network)
+            result = self.virsh("net-start", self.network, check=False)
+            if result.returncode != 0 and "already active" not in result.stderr:
+                raise LabError(f"net-start {self.network}: {result.stderr.strip()}")
         self._network_started = True
         bridge = ET.fromstring(self.virsh("net-dumpxml", self.network).stdout).find("bridge")
         if bridge is not None and bridge.get("name"):
@@ -555,12 +618,29 @@ class Lab:
 
     @property
     def image(self) -> GuestImage:
-        """The guest image (built or taken from the cache on first use)."""
+        """The guest image (built from the root's kernel and busybox, or taken from the cache, on
+        first use), copied into the lab host's /var/lib/libvirt/images: the paths are the root's."""
         if self._image is None:
+            assert self.rootfs is not None
             began = time.monotonic()
-            self._image = guest_module.build_guest_image()
+            cached = guest_module.build_guest_image(self.rootfs.path, self._compile_in_root)
+            self.path(GUEST_IMAGE_DIR).mkdir(parents=True, exist_ok=True)
+            for source in (cached.kernel, cached.initrd):
+                shutil.copyfile(source, self.path(GUEST_IMAGE_DIR / source.name))
+            self._image = dataclasses.replace(
+                cached, kernel=GUEST_IMAGE_DIR / cached.kernel.name, initrd=GUEST_IMAGE_DIR / cached.initrd.name
+            )
             self.timings["guest_image"] = time.monotonic() - began
         return self._image
+
+    def _compile_in_root(self, source: Path, out: Path) -> None:
+        """The guest's static UDP echo, built by the root's gcc (the workdir is the same path inside)."""
+        build = self.workdir / "udpecho-build"
+        build.mkdir(exist_ok=True)
+        shutil.copyfile(source, build / source.name)
+        argv = ["gcc", *guest_module.UDPECHO_CFLAGS, "-o", str(build / "udpecho"), str(build / source.name)]
+        self.run_in_host(argv, timeout=120)
+        shutil.copyfile(build / "udpecho", out)
 
     def define(self, xml: str) -> str:
         """Define a domain from XML (recorded for teardown); returns its name."""
@@ -689,7 +769,12 @@ class Lab:
     # --- leases --------------------------------------------------------------------------------
 
     def lease_file(self) -> Path:
-        return LEASE_DIR / f"{self.bridge}.status"
+        """The network's lease status file, as the test process reaches it."""
+        return self.path(LEASE_DIR / f"{self.bridge}.status")
+
+    def network_status(self) -> Path:
+        """libvirt's live network XML (/run/libvirt/network/NET.xml), as the test process reaches it."""
+        return self.path(NETWORK_STATUS_DIR / f"{self.network}.xml")
 
     def read_leases(self) -> list[dict[str, Any]]:
         """The network's lease status file (a JSON list; [] when missing or mid-rewrite)."""
@@ -735,11 +820,9 @@ class Lab:
         )
 
     def _probe(self, namespace: str, script: str, args: list[str], timeout: float, *, hex_output: bool) -> ProbeResult:
-        result = run(
-            ["ip", "netns", "exec", namespace, client_python(), "-I", "-c", script, *args],
-            check=False,
-            timeout=timeout + 15,
-        )
+        """The probe script in namespace: the root's python3 in the lab host, the machine's elsewhere."""
+        python = "python3" if namespace == self.host_ns else client_python()
+        result = self.run_in_ns(namespace, [python, "-I", "-c", script, *args], check=False, timeout=timeout + 15)
         if result.returncode != 0:
             return ProbeResult(None, result.stderr.strip())
         out = result.stdout
