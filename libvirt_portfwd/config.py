@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from . import configcache, limits
 from .backendnames import AUTO, CHOICES, expected
-from .errors import InputError, shown
+from .errors import InputError, label, shown
 from .forward import ForwardSpec, PortRange, _parse_address, _parse_dev, parse_port, parse_spec
 
 ON_ERROR = ("allow", "block")
@@ -158,7 +158,7 @@ def _domains(raw: object, path: str) -> dict[str, tuple[ForwardSpec, ...]]:
             raise _bad(path, "domains", key, "expected a domain name or UUID as key")
         if not isinstance(forwards, list):
             raise _bad(path, f"domains.{key}", forwards, "expected a list of forwards")
-        where = f"{path}: domains.{key}"
+        where = f"{path}: domains.{label(key)}"
         limits.FORWARDS.check(len(forwards), where)
         domains[key.lower() if _is_uuid(key) else key] = tuple(
             _forward(item, f"{where}[{i}]") for i, item in enumerate(forwards)
@@ -200,4 +200,4 @@ def _is_uuid(key: str) -> bool:
 
 
 def _bad(path: str, key: str, value: object, why: str) -> InputError:
-    return InputError("invalid config", f"{why}, got {shown(value)}", where=f"{path}: {key}")
+    return InputError("invalid config", f"{why}, got {shown(value)}", where=f"{path}: {label(key)}")

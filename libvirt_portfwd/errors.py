@@ -7,6 +7,11 @@ PROG = "libvirt-portfwd"
 SHOWN_MAX = 60  # characters of a value quoted in a message
 
 
+def label(text: str) -> str:
+    """A name in a message's <where> (a config key): as written, but bounded."""
+    return text if len(text) <= SHOWN_MAX else f"{text[:SHOWN_MAX]}..."
+
+
 def shown(value: object) -> str:
     """A value as a message quotes it: repr, one line, bounded (a 5,000-digit port, a 1 MB
     attribute or an expanded YAML alias must not make the message, or its making, huge)."""

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
 from . import limits
-from .errors import InputError, shown
+from .errors import InputError, label, shown
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 SPEC_KEYS = ("proto", "address", "dev", "source", "mac", "guest-address")
@@ -165,7 +165,8 @@ def _parse_sources(text: str, where: str, key: str) -> tuple[IPv4Network, ...]:
         try:
             network = ip_network(item.strip())
         except ValueError as exc:
-            raise _bad(where, key, item.strip(), f"expected an IPv4 network such as 198.51.100.0/24 ({exc})") from None
+            why = f"expected an IPv4 network such as 198.51.100.0/24 ({str(exc)[:100]})"
+            raise _bad(where, key, item.strip(), why) from None
         if not isinstance(network, IPv4Network):
             raise _bad(where, key, item.strip(), "IPv6 sources are not supported")
         sources.append(network)
@@ -212,4 +213,4 @@ def is_ifname(text: str, *, wildcard: bool = False) -> bool:
 
 
 def _bad(where: str, key: str, value: object, why: str) -> InputError:
-    return InputError("invalid forward", f"{why}, got {shown(value)}", where=f"{where}.{key}" if key else where)
+    return InputError("invalid forward", f"{why}, got {shown(value)}", where=f"{where}.{label(key)}" if key else where)
