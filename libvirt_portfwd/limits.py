@@ -49,8 +49,8 @@ class Limit:
 DOMAIN_XML = Limit("domain XML size", 4 * MIB, "bytes")  # the hook's stdin, plan's file or stdin
 NETWORK_XML = Limit("network status size", 1 * MIB, "bytes")  # /run/libvirt/network/<net>.xml
 NETWORK_FILES = Limit("network status files", 1024)  # *.xml read from /run/libvirt/network
-LEASE_FILE = Limit("lease file size", 4 * MIB, "bytes")  # /var/lib/libvirt/dnsmasq/<bridge>.status
-CONFIG_FILE = Limit("config size", 256 * KIB, "bytes")  # the YAML config
+LEASE_FILE = Limit("lease file size", 2 * MIB, "bytes")  # /var/lib/libvirt/dnsmasq/<bridge>.status
+CONFIG_FILE = Limit("config size", 128 * KIB, "bytes")  # the YAML config
 YAML_NODES = Limit("config YAML nodes (aliases expanded)", 100_000)  # alias bombs, refused before expansion
 YAML_DEPTH = Limit("config YAML nesting depth", 32)
 XML_DEPTH = Limit("XML nesting depth", 256)  # libxml2's own limit without huge_tree (not ours to change)
