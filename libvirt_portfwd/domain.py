@@ -45,7 +45,7 @@ def parse_domain(data: bytes, where: str = "domain XML") -> Domain:
         raise InputError("invalid domain XML", "no <name>", where=where)
     problem = name_problem(name)
     if problem:  # the name is printed (plan, status, the log): one line, never a rule
-        raise InputError("invalid domain XML", f"<name> holds {problem}: {shown(name)}", where=where)
+        raise InputError("invalid domain XML", f"<name> {problem}: {shown(name)}", where=where)
     uuid = _canonical_uuid((root.findtext("uuid") or "").strip())
     if uuid is None:
         raise InputError(

@@ -184,11 +184,11 @@ def name_problem(text: str) -> str | None:
     """Why a domain or network name (ours to print, never to put in a rule) is refused, or None.
     libvirt itself refuses these; values from its files are checked like user input."""
     if not text:
-        return "empty"
+        return "is empty"
     if len(text.encode(errors="replace")) > limits.NAME_BYTES.value:
-        return f"longer than {limits.NAME_BYTES.value} bytes ({limits.NAME_BYTES.name})"
+        return f"is longer than {limits.NAME_BYTES.value} bytes ({limits.NAME_BYTES.name})"
     if any(ord(c) < 32 or ord(c) == 127 for c in text):
-        return "a control character (newline, tab, ...)"
+        return "holds a control character (newline, tab, ...)"
     return None
 
 

@@ -69,7 +69,7 @@ def parse_network(data: bytes, where: str = "network XML") -> Network:
         raise InputError("invalid network XML", "no <name>", where=where)
     problem = name_problem(name)
     if problem:
-        raise InputError("invalid network XML", f"<name> holds {problem}: {shown(name)}", where=where)
+        raise InputError("invalid network XML", f"<name> {problem}: {shown(name)}", where=where)
     bridge = root.find("bridge")
     bridge_name = (bridge.get("name") or None) if bridge is not None else None
     if bridge_name is not None and not is_ifname(bridge_name):
