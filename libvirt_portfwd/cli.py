@@ -10,6 +10,7 @@ import sys
 import time
 from typing import TYPE_CHECKING
 
+from . import limits
 from .backendnames import CHOICES
 from .boundary import guarded
 from .errors import PortfwdError, UsageError
@@ -101,7 +102,7 @@ def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
     from .actions import describe, prepare
     from .backends import choose_backend
 
-    data = sys.stdin.buffer.read() if args.xml == "-" else _read(args.xml)
+    data = sys.stdin.buffer.read(limits.DOMAIN_XML.value + 1) if args.xml == "-" else _read(args.xml)
     prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
     plan = prepared.plan
     backend, reason = choose_backend(args.backend or prepared.config.backend, paths.network_dir)
@@ -206,9 +207,8 @@ def cmd_sync(args: argparse.Namespace, paths: Paths) -> int:
 
 def _read(path: str) -> bytes:
     try:
-        with open(path, "rb") as handle:
-            return handle.read()
-    except OSError as exc:
+        return limits.read_file(path, limits.DOMAIN_XML, "domain XML")
+    except FileNotFoundError as exc:
         raise PortfwdError("cannot read domain XML", exc.strerror or str(exc), where=path) from None
 
 

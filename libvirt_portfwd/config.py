@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 from typing import TypeVar
 
-from . import configcache
+from . import configcache, limits
 from .backendnames import AUTO, CHOICES, expected
-from .errors import InputError
-from .forward import ForwardSpec, PortRange, _parse_address, _parse_dev, _port, parse_spec
+from .errors import InputError, label, shown
+from .forward import ForwardSpec, PortRange, _parse_address, _parse_dev, parse_port, parse_spec
 
 ON_ERROR = ("allow", "block")
 TOP_KEYS = ("backend", "address", "dev", "lease_wait", "on_error", "metadata", "domains")
@@ -70,15 +70,17 @@ def _parse_file(path: str) -> dict:  # type: ignore[type-arg]
         return entry
     import yaml  # only here: the hook's fast path reads the cache
 
+    from . import yamlload
+
     try:
-        with open(path, "rb") as handle:
-            document = yaml.safe_load(handle) or {}
-    except OSError as exc:
+        data = limits.read_file(path, limits.CONFIG_FILE, "config")
+        document = yamlload.load(data, path) or {}
+        config = build_config(document, path)
+    except FileNotFoundError as exc:  # gone since signature(): as if read a moment later
         return {**entry, "error": ("cannot read config", path, exc.strerror or str(exc))}
     except yaml.YAMLError as exc:
-        return {**entry, "error": ("invalid config", path, f"not valid YAML: {' '.join(str(exc).split())}")}
-    try:
-        config = build_config(document, path)
+        why = " ".join(str(exc).split())
+        return {**entry, "error": ("invalid config", path, f"not valid YAML: {why[:300]}")}
     except InputError as exc:
         return {**entry, "error": (exc.what, exc.where, exc.why)}
     return {**entry, "document": document, "keys": sorted(config.domains), "on_error": config.on_error}
@@ -126,17 +128,19 @@ def _metadata_policy(raw: object, path: str) -> MetadataPolicy:
         if not isinstance(value, bool):
             raise _bad(path, f"metadata.{key}", value, "expected true or false")
     ports = raw.get("ports", ["1-65535"])
-    if isinstance(ports, (str, int)):
+    if isinstance(ports, (str, int)) and not isinstance(ports, bool):
         ports = [ports]
     if not isinstance(ports, list):
         raise _bad(path, "metadata.ports", ports, "expected a list of ports or ranges such as 1024-65535")
     parsed = []
     for i, item in enumerate(ports):
-        low, dash, high = str(item).partition("-")
+        if isinstance(item, bool) or not isinstance(item, (str, int)):
+            raise _bad(path, f"metadata.ports[{i}]", item, "expected a port or a range such as 1024-65535")
+        low, dash, high = item.partition("-") if isinstance(item, str) else (item, "", "")
         if dash and not high:
             raise _bad(path, f"metadata.ports[{i}]", item, "range has no end")
-        start = _setting(_port, low, path, f"metadata.ports[{i}]")
-        end = _setting(_port, high, path, f"metadata.ports[{i}]") if high else start
+        start = _setting(parse_port, low, path, f"metadata.ports[{i}]")
+        end = _setting(parse_port, high, path, f"metadata.ports[{i}]") if high else start
         if end < start:
             raise _bad(path, f"metadata.ports[{i}]", item, "range ends below its start")
         parsed.append(PortRange(start, end, start))
@@ -154,7 +158,8 @@ def _domains(raw: object, path: str) -> dict[str, tuple[ForwardSpec, ...]]:
             raise _bad(path, "domains", key, "expected a domain name or UUID as key")
         if not isinstance(forwards, list):
             raise _bad(path, f"domains.{key}", forwards, "expected a list of forwards")
-        where = f"{path}: domains.{key}"
+        where = f"{path}: domains.{label(key)}"
+        limits.FORWARDS.check(len(forwards), where)
         domains[key.lower() if _is_uuid(key) else key] = tuple(
             _forward(item, f"{where}[{i}]") for i, item in enumerate(forwards)
         )
@@ -163,14 +168,19 @@ def _domains(raw: object, path: str) -> dict[str, tuple[ForwardSpec, ...]]:
 
 def _forward(item: object, where: str) -> ForwardSpec:
     if not isinstance(item, Mapping):
-        raise InputError("invalid forward", f"expected a mapping, got {item!r}", where=where)
+        raise InputError("invalid forward", f"expected a mapping, got {shown(item)}", where=where)
     attrs = {str(k): v for k, v in item.items() if k != "ranges"}
     if isinstance(attrs.get("source"), list):
-        attrs["source"] = ",".join(str(s) for s in attrs["source"])
+        limits.SOURCES.check(len(attrs["source"]), f"{where}.source")
+        if not all(isinstance(s, str) for s in attrs["source"]):
+            raise InputError(
+                "invalid forward", "expected a list of networks such as 198.51.100.0/24", where=f"{where}.source"
+            )
+        attrs["source"] = ",".join(attrs["source"])
     ranges = item.get("ranges")
     if not isinstance(ranges, list) or not ranges or not all(isinstance(r, Mapping) for r in ranges):
         raise InputError(
-            "invalid forward", f"expected a list of {{start, end, to}}, got {ranges!r}", where=f"{where}.ranges"
+            "invalid forward", f"expected a list of {{start, end, to}}, got {shown(ranges)}", where=f"{where}.ranges"
         )
     return parse_spec(attrs, [{str(k): v for k, v in r.items()} for r in ranges], where, range_key="ranges")
 
@@ -178,7 +188,8 @@ def _forward(item: object, where: str) -> ForwardSpec:
 def _setting(parse: Callable[[str, str, str], T], value: object, path: str, key: str) -> T:
     """A top-level setting parsed by forward's validators, reported as a config error."""
     try:
-        return parse(str(value), f"{path}: {key}", "")
+        huge = isinstance(value, int) and value.bit_length() > 64  # str() of 4,301 digits raises
+        return parse(shown(value) if huge else str(value), f"{path}: {key}", "")
     except InputError as exc:
         raise InputError("invalid config", exc.why, where=exc.where) from None
 
@@ -189,4 +200,4 @@ def _is_uuid(key: str) -> bool:
 
 
 def _bad(path: str, key: str, value: object, why: str) -> InputError:
-    return InputError("invalid config", f"{why}, got {value!r}", where=f"{path}: {key}")
+    return InputError("invalid config", f"{why}, got {shown(value)}", where=f"{path}: {label(key)}")

@@ -8,14 +8,15 @@ names, the error policy), keyed by the config file's identity (inode, size, mtim
 import marshal
 import os
 
-VERSION = 2  # raised whenever what config.build_config accepts changes: an entry holds its verdict
+VERSION = 3  # raised whenever what config.build_config accepts changes: an entry holds its verdict
+# (3: the strict YAML loader, limits)
 
 
 def signature(path: str) -> tuple[int, int, int, int] | None:
     """The config file's identity, or None when it does not exist."""
     try:
         st = os.stat(path)
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return None
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 

@@ -4,8 +4,9 @@ from dataclasses import dataclass
 
 from lxml import etree
 
-from .errors import InputError
-from .forward import ForwardSpec, parse_spec
+from . import limits
+from .errors import InputError, shown
+from .forward import ForwardSpec, is_mac, name_problem, parse_spec
 from .xmlparse import parse_xml
 
 METADATA_NS = "urn:libvirt-portfwd:1"
@@ -33,28 +34,40 @@ class Domain:
 
 def parse_domain(data: bytes, where: str = "domain XML") -> Domain:
     """Parse libvirt domain XML; raise InputError (naming the domain if known) on bad input."""
+    limits.check_size(data, limits.DOMAIN_XML, where)
     root = parse_xml(data, "invalid domain XML", where)
     if root.tag != "domain":
-        raise InputError("invalid domain XML", f"root element is <{root.tag}>, expected <domain>", where=where)
+        raise InputError(
+            "invalid domain XML", f"root element is <{str(root.tag)[:80]}>, expected <domain>", where=where
+        )
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InputError("invalid domain XML", "no <name>", where=where)
+    problem = name_problem(name)
+    if problem:  # the name is printed (plan, status, the log): one line, never a rule
+        raise InputError("invalid domain XML", f"<name> {problem}: {shown(name)}", where=where)
     uuid = _canonical_uuid((root.findtext("uuid") or "").strip())
     if uuid is None:
         raise InputError(
-            "invalid domain XML", f"<uuid> is not a UUID: {root.findtext('uuid')!r}", where=where, domain=name
+            "invalid domain XML", f"<uuid> is not a UUID: {shown(root.findtext('uuid'))}", where=where, domain=name
         )
     try:
-        interfaces = tuple(_parse_interface(e) for e in root.iterfind("devices/interface"))
+        interfaces = tuple(_parse_interface(e, i) for i, e in enumerate(root.iterfind("devices/interface")))
         specs = _parse_metadata(root.find("metadata"))
     except InputError as exc:
         raise exc.for_domain(name) from None
     return Domain(name=name, uuid=uuid, interfaces=interfaces, specs=specs)
 
 
-def _parse_interface(element: etree._Element) -> Interface:
+def _parse_interface(element: etree._Element, index: int) -> Interface:
     mac = element.find("mac")
     mac_address = mac.get("address", "").strip().lower() if mac is not None else ""
+    if mac_address and not is_mac(mac_address):
+        raise InputError(
+            "invalid domain XML",
+            f"expected a MAC address such as 52:54:00:12:34:56, got {shown(mac_address)}",
+            where=f"interface[{index}] mac",
+        )
     source = element.find("source")
     return Interface(
         type=element.get("type", ""),
@@ -75,20 +88,28 @@ def _parse_metadata(metadata: etree._Element | None) -> tuple[ForwardSpec, ...]:
     top = ours[0]
     if _namespace(top) != METADATA_NS:
         raise InputError(
-            "invalid metadata", f"unsupported namespace {_namespace(top)!r}, expected {METADATA_NS!r}", where="metadata"
+            "invalid metadata",
+            f"unsupported namespace {shown(_namespace(top))}, expected {METADATA_NS!r}",
+            where="metadata",
         )
     if etree.QName(top).localname != METADATA_KEY:
         raise InputError(
             "invalid metadata",
-            f"root element <{etree.QName(top).localname}>, expected <{METADATA_KEY}>",
+            f"root element <{etree.QName(top).localname[:60]}>, expected <{METADATA_KEY}>",
             where="metadata",
         )
     specs = []
-    for index, element in enumerate(_children(top, "metadata")):
+    elements = _children(top, "metadata")
+    limits.FORWARDS.check(len(elements), "metadata")  # counted before anything is parsed
+    total = 0
+    for index, element in enumerate(elements):
         where = f"metadata portForward[{index}]"
         _expect(element, "portForward", "metadata")
+        children = _children(element, where)
+        total += len(children)
+        limits.RANGES.check(total, where)
         ranges = []
-        for child in _children(element, where):
+        for child in children:
             _expect(child, "range", where)
             ranges.append(_attributes(child))
         specs.append(parse_spec(_attributes(element), ranges, where))
@@ -102,7 +123,7 @@ def _attributes(element: etree._Element) -> dict[str, object]:
 def _children(element: etree._Element, where: str) -> list[etree._Element]:
     text = (element.text or "").strip()
     if text:
-        raise InputError("invalid metadata", f"unexpected text {text!r}", where=where)
+        raise InputError("invalid metadata", f"unexpected text {shown(text)}", where=where)
     return [child for child in element if isinstance(child.tag, str)]
 
 
@@ -111,7 +132,7 @@ def _expect(element: etree._Element, localname: str, where: str) -> None:
     qname = etree.QName(element)
     if qname.localname != localname or qname.namespace not in (None, METADATA_NS):
         raise InputError(
-            "invalid metadata", f"unexpected element <{qname.localname}>, expected <{localname}>", where=where
+            "invalid metadata", f"unexpected element <{qname.localname[:60]}>, expected <{localname}>", where=where
         )
 
 

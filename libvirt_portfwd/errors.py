@@ -4,6 +4,32 @@
 """
 
 PROG = "libvirt-portfwd"
+SHOWN_MAX = 60  # characters of a value quoted in a message
+
+
+def label(text: str) -> str:
+    """A name in a message's <where> (a config key): as written, but bounded."""
+    return text if len(text) <= SHOWN_MAX else f"{text[:SHOWN_MAX]}..."
+
+
+def shown(value: object) -> str:
+    """A value as a message quotes it: repr, one line, bounded (a 5,000-digit port, a 1 MB
+    attribute or an expanded YAML alias must not make the message, or its making, huge)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 64:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    if isinstance(value, (str, bytes)) and len(value) > SHOWN_MAX:
+        return f"{value[:SHOWN_MAX]!r}... ({len(value)} characters)"
+    if isinstance(value, (list, tuple, dict, set, frozenset)):
+        import reprlib
+
+        brief = reprlib.Repr()
+        brief.maxlevel, brief.maxlist, brief.maxtuple, brief.maxdict, brief.maxset = 2, 4, 4, 4, 4
+        brief.maxstring = brief.maxother = 24
+        brief.repr_int = lambda x, level: shown(x)  # type: ignore[method-assign,assignment]
+        text = brief.repr(value)
+    else:
+        text = repr(value)
+    return text if len(text) <= 2 * SHOWN_MAX else f"{text[: 2 * SHOWN_MAX]}..."
 
 
 class PortfwdError(Exception):

@@ -9,14 +9,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
 
-from .errors import InputError
+from . import limits
+from .errors import InputError, label, shown
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 SPEC_KEYS = ("proto", "address", "dev", "source", "mac", "guest-address")
 RANGE_KEYS = ("start", "end", "to", "exclude")
 
 _MAC = re.compile(r"[0-9a-f]{2}(:[0-9a-f]{2}){5}")
-_DEV = re.compile(r"[A-Za-z0-9_.:@-]{1,15}\+?")
+# An interface name as iptables and nft take it (IFNAMSIZ - 1 characters, ``+`` a wildcard at the
+# end); never one that looks like an option (``-j``, ``--goto``).
+_DEV = re.compile(r"[A-Za-z0-9_.:@][A-Za-z0-9_.:@-]{0,14}\+?")
+_DIGITS = frozenset("0123456789")  # str.isdigit() is true for '²' and other non-ASCII digits
 _BOOL = {"yes": True, "no": False, "true": True, "false": False}
 
 
@@ -63,6 +67,7 @@ def parse_spec(
         raise _bad(where, "proto", proto, "expected tcp, udp or sctp")
     if not ranges:
         raise InputError("invalid forward", "no <range> (at least one port range is needed)", where=where)
+    limits.RANGES.check(len(ranges), where)  # one forward's share of the domain's (checked in plan)
     parsed = tuple(_parse_range(r, f"{where}.{range_key}[{i}]") for i, r in enumerate(ranges))
     if all(r.exclude for r in parsed):
         raise InputError("invalid forward", "every range is excluded: nothing to forward", where=where)
@@ -84,14 +89,14 @@ def _parse_range(raw: Mapping[str, object], where: str) -> PortRange:
             raise _bad(where, key, raw[key], f"unknown attribute (expected one of {', '.join(RANGE_KEYS)})")
     if "start" not in raw:
         raise InputError("invalid forward", "missing 'start' (the first host port)", where=where)
-    start = _port(raw["start"], where, "start")
-    end = _port(raw["end"], where, "end") if "end" in raw else start
+    start = parse_port(raw["start"], where, "start")
+    end = parse_port(raw["end"], where, "end") if "end" in raw else start
     if end < start:
         raise _bad(where, "end", end, f"is below start {start}")
     exclude = _flag(raw["exclude"], where, "exclude") if "exclude" in raw else False
     if exclude and "to" in raw:
         raise _bad(where, "to", raw["to"], "an excluded range forwards nowhere, so it takes no 'to'")
-    to = _port(raw["to"], where, "to") if "to" in raw else start
+    to = parse_port(raw["to"], where, "to") if "to" in raw else start
     if to + (end - start) > 65535:
         raise _bad(where, "to", to, f"guest ports {to}-{to + end - start} run past 65535")
     return PortRange(start, end, to, exclude)
@@ -105,18 +110,31 @@ def _optional(attrs: Mapping[str, object], key: str, where: str, parse):  # type
 
 
 def _text(value: object, where: str, key: str) -> str:
-    if isinstance(value, bool) or not isinstance(value, (str, int)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (str, int))
+        or (isinstance(value, int) and value.bit_length() > 64)
+    ):
         raise _bad(where, key, value, "expected a string")
     return str(value).strip()
 
 
-def _port(value: object, where: str, key: str) -> int:
-    if isinstance(value, bool):
+def parse_port(value: object, where: str, key: str) -> int:
+    """A port 1-65535: an integer, or its ASCII decimal digits without a leading zero (``017`` is
+    not octal 15 and not 17: it is refused, as YAML 1.1 and C would each read it otherwise)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not 1 <= value <= 65535:
+            raise _bad(where, key, value, "expected a port 1-65535")
+        return value
+    text = value.strip() if isinstance(value, str) else ""
+    if not text or len(text) > limits.PORT_DIGITS or not _DIGITS.issuperset(text):
         raise _bad(where, key, value, "expected a port 1-65535")
-    text = str(value).strip()
-    if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= 65535:
+    if text[0] == "0" and len(text) > 1:
+        raise _bad(where, key, value, "expected a port 1-65535 without a leading zero")
+    port = int(text)
+    if not 1 <= port <= 65535:
         raise _bad(where, key, value, "expected a port 1-65535")
-    return int(text)
+    return port
 
 
 def _flag(value: object, where: str, key: str) -> bool:
@@ -141,11 +159,14 @@ def _parse_address(text: str, where: str, key: str) -> IPv4Address:
 
 def _parse_sources(text: str, where: str, key: str) -> tuple[IPv4Network, ...]:
     sources = []
-    for item in text.split(","):
+    items = text.split(",")
+    limits.SOURCES.check(len(items), f"{where}.{key}")
+    for item in items:
         try:
             network = ip_network(item.strip())
         except ValueError as exc:
-            raise _bad(where, key, item.strip(), f"expected an IPv4 network such as 198.51.100.0/24 ({exc})") from None
+            why = f"expected an IPv4 network such as 198.51.100.0/24 ({str(exc)[:100]})"
+            raise _bad(where, key, item.strip(), why) from None
         if not isinstance(network, IPv4Network):
             raise _bad(where, key, item.strip(), "IPv6 sources are not supported")
         sources.append(network)
@@ -154,16 +175,42 @@ def _parse_sources(text: str, where: str, key: str) -> tuple[IPv4Network, ...]:
 
 def _parse_mac(text: str, where: str, key: str) -> str:
     mac = text.lower()
-    if not _MAC.fullmatch(mac):
+    if not is_mac(mac):
         raise _bad(where, key, text, "expected a MAC address such as 52:54:00:12:34:56")
     return mac
 
 
+def name_problem(text: str) -> str | None:
+    """Why a domain or network name (ours to print, never to put in a rule) is refused, or None.
+    libvirt itself refuses these; values from its files are checked like user input."""
+    if not text:
+        return "is empty"
+    if len(text.encode(errors="replace")) > limits.NAME_BYTES.value:
+        return f"is longer than {limits.NAME_BYTES.value} bytes ({limits.NAME_BYTES.name})"
+    if any(ord(c) < 32 or ord(c) == 127 for c in text):
+        return "holds a control character (newline, tab, ...)"
+    return None
+
+
+def is_mac(text: str) -> bool:
+    """A MAC address as libvirt writes it (lower case): also for MACs from libvirt's own files."""
+    return bool(_MAC.fullmatch(text))
+
+
 def _parse_dev(text: str, where: str, key: str) -> str:
-    if not _DEV.fullmatch(text) or text in (".", ".."):
-        raise _bad(where, key, text, "expected a network interface name")
+    if not is_ifname(text, wildcard=True):
+        why = (
+            "an interface name may not start with '-'" if text.startswith("-") else "expected a network interface name"
+        )
+        raise _bad(where, key, text, why)
     return text
 
 
+def is_ifname(text: str, *, wildcard: bool = False) -> bool:
+    """A network interface name (``wildcard``: ``eth+``, as iptables matches a prefix); never
+    one that looks like an option. Also for the bridge names libvirt's own files hold."""
+    return bool(_DEV.fullmatch(text)) and text not in (".", "..") and (wildcard or not text.endswith("+"))
+
+
 def _bad(where: str, key: str, value: object, why: str) -> InputError:
-    return InputError("invalid forward", f"{why}, got {value!r}", where=f"{where}.{key}" if key else where)
+    return InputError("invalid forward", f"{why}, got {shown(value)}", where=f"{where}.{label(key)}" if key else where)

@@ -10,7 +10,9 @@ import os
 import time
 from ipaddress import IPv4Address, ip_address
 
+from . import limits
 from .errors import InputError
+from .forward import is_mac
 
 
 def lease_path(dnsmasq_dir: str, bridge: str) -> str:
@@ -20,18 +22,17 @@ def lease_path(dnsmasq_dir: str, bridge: str) -> str:
 def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
     """MAC -> IPv4 address of every unexpired lease in ``path`` (a missing file: none)."""
     try:
-        with open(path, "rb") as handle:
-            data = handle.read()
+        data = limits.read_file(path, limits.LEASE_FILE, "leases")
     except FileNotFoundError:
         return {}
-    except OSError as exc:
-        raise InputError("cannot read leases", exc.strerror or str(exc), where=path) from None
     if not data.strip():
         return {}
     try:
         entries = json.loads(data)
-    except ValueError as exc:
-        raise InputError("invalid lease file", f"not JSON: {exc}", where=path) from None
+    except ValueError as exc:  # also a number of more than 4,300 digits
+        raise InputError("invalid lease file", f"not JSON: {str(exc)[:200]}", where=path) from None
+    except RecursionError:
+        raise InputError("invalid lease file", "nested too deeply (not a lease list)", where=path) from None
     if not isinstance(entries, list):
         raise InputError("invalid lease file", "expected a JSON list", where=path)
     now = time.time() if now is None else now
@@ -40,7 +41,10 @@ def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
         if not isinstance(entry, dict):
             continue
         mac, address, expiry = entry.get("mac-address"), entry.get("ip-address"), entry.get("expiry-time", 0)
-        if not isinstance(mac, str) or not isinstance(address, str) or not isinstance(expiry, int):
+        if not isinstance(mac, str) or not isinstance(address, str) or type(expiry) is not int:
+            continue
+        mac = mac.lower()
+        if not is_mac(mac) or len(address) > 15:  # libvirt's own file, read like user input
             continue
         try:
             parsed = ip_address(address)
@@ -49,7 +53,6 @@ def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
         if not isinstance(parsed, IPv4Address) or (expiry and expiry < now):
             continue
         rank = expiry or 2**63
-        mac = mac.lower()
         if mac not in best or rank >= best[mac][0]:
             best[mac] = (rank, parsed)
     return {mac: address for mac, (_, address) in best.items()}

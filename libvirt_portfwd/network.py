@@ -5,13 +5,18 @@ The hook reads the live network state libvirt keeps under /run/libvirt/network/<
 """
 
 import os
+import re
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address, IPv4Interface, IPv4Network, ip_address
 
 from lxml import etree
 
-from .errors import InputError
+from . import limits
+from .errors import InputError, shown
+from .forward import is_ifname, is_mac, name_problem
 from .xmlparse import parse_xml
+
+_FIREWALL = re.compile(r"[a-z0-9_-]{1,32}")
 
 
 @dataclass(frozen=True)
@@ -31,22 +36,48 @@ class Network:
         return tuple(subnet.network for subnet in self.subnets)
 
 
+class Networks(dict[str, Network]):
+    """The live networks by name, and the status files that were refused (by file name stem,
+    which is the network's name as libvirt writes them): a forward on one of those says why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.refused: dict[str, InputError] = {}
+
+
 def parse_network(data: bytes, where: str = "network XML") -> Network:
+    """Parse a network (or its live status); every value that reaches a rule or a message is
+    validated as user input would be: libvirt wrote the file, but nothing stops anyone else."""
+    limits.check_size(data, limits.NETWORK_XML, where)
     root = parse_xml(data, "invalid network XML", where)
     firewall = None
     if root.tag == "networkstatus":
         for element in root.iter("firewall"):  # libvirt >= 10.4: <firewall ... backend='nftables'>
             firewall = element.get("backend") or firewall
+        if firewall is not None and not _FIREWALL.fullmatch(firewall):
+            raise InputError("invalid network XML", f"firewall backend {shown(firewall)}", where=where)
         inner = root.find("network")
         if inner is None:
             raise InputError("invalid network XML", "<networkstatus> without <network>", where=where)
         root = inner
     if root.tag != "network":
-        raise InputError("invalid network XML", f"root element is <{root.tag}>, expected <network>", where=where)
+        raise InputError(
+            "invalid network XML", f"root element is <{str(root.tag)[:80]}>, expected <network>", where=where
+        )
     name = (root.findtext("name") or "").strip()
     if not name:
         raise InputError("invalid network XML", "no <name>", where=where)
+    problem = name_problem(name)
+    if problem:
+        raise InputError("invalid network XML", f"<name> {problem}: {shown(name)}", where=where)
     bridge = root.find("bridge")
+    bridge_name = (bridge.get("name") or None) if bridge is not None else None
+    if bridge_name is not None and not is_ifname(bridge_name):
+        raise InputError(
+            "invalid network XML",
+            f"bridge name {shown(bridge_name)} is not an interface name",
+            where=f"{where}: network {name}",
+        )
     forward = root.find("forward")
     subnets, reservations = [], {}
     for ip in root.iterfind("ip"):
@@ -57,10 +88,14 @@ def parse_network(data: bytes, where: str = "network XML") -> Network:
         for host in ip.iterfind("dhcp/host"):
             mac, address = (host.get("mac") or "").strip().lower(), (host.get("ip") or "").strip()
             if mac and address:
+                if not is_mac(mac):
+                    raise InputError(
+                        "invalid network XML", f"bad MAC {shown(mac)}", where=f"{where}: network {name} dhcp host"
+                    )
                 reservations[mac] = _address(address, f"{where}: network {name} dhcp host {mac}")
     return Network(
         name=name,
-        bridge=(bridge.get("name") or None) if bridge is not None else None,
+        bridge=bridge_name,
         forward_mode=(forward.get("mode") or "nat") if forward is not None else None,
         subnets=tuple(subnets),
         reservations=reservations,
@@ -68,21 +103,25 @@ def parse_network(data: bytes, where: str = "network XML") -> Network:
     )
 
 
-def load_networks(directory: str) -> dict[str, Network]:
-    """Every live network libvirt recorded in ``directory``, by name; unreadable ones are skipped."""
-    networks: dict[str, Network] = {}
+def load_networks(directory: str) -> Networks:
+    """Every live network libvirt recorded in ``directory``, by name. A file that cannot be read
+    or is refused is skipped (other networks' forwards go on); ``refused`` says why."""
+    networks = Networks()
     try:
-        names = sorted(os.listdir(directory))
+        names = sorted(e for e in os.listdir(directory) if e.endswith(".xml"))
     except FileNotFoundError:
         return networks
+    except OSError as exc:
+        raise InputError("cannot read libvirt's networks", exc.strerror or str(exc), where=directory) from None
+    limits.NETWORK_FILES.check(len(names), directory)
     for entry in names:
-        if not entry.endswith(".xml"):
-            continue
         path = os.path.join(directory, entry)
         try:
-            with open(path, "rb") as handle:
-                network = parse_network(handle.read(), path)
-        except (OSError, InputError):
+            network = parse_network(limits.read_file(path, limits.NETWORK_XML, "network status"), path)
+        except FileNotFoundError:  # the network stopped meanwhile
+            continue
+        except InputError as exc:
+            networks.refused[entry[: -len(".xml")]] = exc
             continue
         networks[network.name] = network
     return networks
@@ -97,12 +136,15 @@ def _parse_ipv4(ip: etree._Element, where: str) -> IPv4Interface | None:
     try:
         return IPv4Interface(f"{address}/{prefix}")
     except ValueError:
-        raise InputError("invalid network XML", f"bad IPv4 address/prefix {address}/{prefix}", where=where) from None
+        raise InputError(
+            "invalid network XML", f"bad IPv4 address/prefix {shown(f'{address}/{prefix}')}", where=where
+        ) from None
 
 
 def _classful_prefix(address: str) -> str:
     """libvirt's default when <ip> gives neither prefix nor netmask."""
-    first = int(address.split(".")[0]) if address.split(".")[0].isdigit() else 0
+    head = address.split(".")[0]
+    first = int(head) if 0 < len(head) <= 3 and all(c in "0123456789" for c in head) else 0
     return "8" if first < 128 else "16" if first < 192 else "24"
 
 
@@ -110,7 +152,7 @@ def _address(text: str, where: str) -> IPv4Address:
     try:
         address = ip_address(text)
     except ValueError:
-        raise InputError("invalid network XML", f"bad address {text!r}", where=where) from None
+        raise InputError("invalid network XML", f"bad address {shown(text)}", where=where) from None
     if not isinstance(address, IPv4Address):
-        raise InputError("invalid network XML", f"expected an IPv4 address, got {text!r}", where=where)
+        raise InputError("invalid network XML", f"expected an IPv4 address, got {shown(text)}", where=where)
     return address

@@ -4,13 +4,15 @@ A forward only ever reaches its own domain: the target is one of the domain's ow
 a libvirt network, and an explicit guest address must lie inside that network's subnet.
 """
 
-from collections.abc import Callable, Iterable
+from bisect import bisect_right
+from collections.abc import Callable, Iterable, Sequence
 from ipaddress import IPv4Address
 from typing import Any
 
+from . import limits
 from .config import Config
 from .domain import Domain, Interface
-from .errors import ConflictError, InputError
+from .errors import ConflictError, InputError, PortfwdError
 from .forward import ForwardSpec, PortRange
 from .model import Claim, Forward, Plan
 from .network import Network
@@ -22,6 +24,7 @@ __all__ = [
     "Plan",
     "build_plan",
     "collect_specs",
+    "count_rules",
     "effective_ranges",
     "find_conflicts",
 ]
@@ -35,6 +38,15 @@ LeaseLookup = Callable[[str], dict[str, IPv4Address]]  # bridge -> MAC -> addres
 def collect_specs(domain: Domain, config: Config) -> tuple[ForwardSpec, ...]:
     """The config's forwards for the domain plus its metadata's, where policy allows them."""
     policy = config.metadata
+    specs = config.specs_for(domain.name, domain.uuid) + domain.specs
+    where = (
+        "metadata and config"
+        if domain.specs and len(specs) > len(domain.specs)
+        else ("metadata" if domain.specs else config.path)
+    )
+    limits.FORWARDS.check(len(specs), where)
+    limits.RANGES.check(sum(len(s.ranges) for s in specs), where)
+    limits.EXCLUDED.check(sum(r.exclude for s in specs for r in s.ranges), where)
     if domain.specs and not policy.enabled:
         raise InputError(
             "forward refused", "VM metadata may not declare forwards here", where=f"{config.path}: metadata.enabled"
@@ -55,7 +67,7 @@ def collect_specs(domain: Domain, config: Config) -> tuple[ForwardSpec, ...]:
                     f"host port {ports} is outside the ports metadata may claim (metadata.ports in {config.path})",
                     where=spec.where,
                 )
-    return config.specs_for(domain.name, domain.uuid) + domain.specs
+    return specs
 
 
 def build_plan(
@@ -87,31 +99,57 @@ def build_plan(
             )
     plan = Plan(name=domain.name, uuid=domain.uuid, forwards=tuple(forwards))
     _check_own_conflicts(plan)
+    limits.RULES.check(count_rules(plan.forwards), "the domain's forwards")
     return plan
 
 
+def count_rules(forwards: Sequence[Forward]) -> int:
+    """What the forwards render in the larger of the two backends (limits.RULES), counted as the
+    templates write them: iptables, per forward and source network (or none), a DNAT and an
+    ACCEPT, plus one mark rule per bridge; nftables, a map element per host port, and for a
+    forward restricted to sources or a dev, a rule per source (each with a map element per
+    port, where the guest ports are shifted)."""
+    iptables = 2 * sum(max(1, len(f.sources)) for f in forwards) + len({f.bridge for f in forwards})
+    nftables = 0
+    for f in forwards:
+        width = f.end - f.start + 1
+        nftables += width
+        if f.sources or f.dev:
+            shifted = width if f.start != f.end and f.guest_port != f.start else 0
+            nftables += max(1, len(f.sources)) * (1 + shifted)
+    return max(iptables, nftables)
+
+
 def effective_ranges(ranges: Iterable[PortRange]) -> list[PortRange]:
-    """The forwarded ranges with the excluded ports cut out, each piece keeping its offset."""
+    """The forwarded ranges with the excluded ports cut out, each piece keeping its offset.
+
+    The excluded ranges are merged and sorted once; each forwarded range then walks only the
+    ones it overlaps (a domain's 256 ranges and 64 exclusions cost microseconds, not seconds).
+    """
     ranges = list(ranges)
-    excluded = [r for r in ranges if r.exclude]
+    cuts: list[list[int]] = []
+    for ex in sorted((r for r in ranges if r.exclude), key=lambda r: r.start):
+        if cuts and ex.start <= cuts[-1][1] + 1:
+            cuts[-1][1] = max(cuts[-1][1], ex.end)
+        else:
+            cuts.append([ex.start, ex.end])
+    starts = [start for start, _ in cuts]
     pieces: list[PortRange] = []
-    for r in (r for r in ranges if not r.exclude):
-        todo = [r]
-        for ex in excluded:
-            todo = [piece for part in todo for piece in _cut(part, ex)]
-        pieces.extend(todo)
+    for r in ranges:
+        if r.exclude:
+            continue
+        position = r.start
+        for start, end in cuts[max(0, bisect_right(starts, r.start) - 1) :]:
+            if start > r.end:
+                break
+            if end < position:
+                continue
+            if start > position:
+                pieces.append(PortRange(position, start - 1, r.to + position - r.start))
+            position = end + 1
+        if position <= r.end:
+            pieces.append(PortRange(position, r.end, r.to + position - r.start))
     return pieces
-
-
-def _cut(r: PortRange, ex: PortRange) -> list[PortRange]:
-    if not r.overlaps(ex):
-        return [r]
-    out = []
-    if r.start < ex.start:
-        out.append(PortRange(r.start, ex.start - 1, r.to))
-    if ex.end < r.end:
-        out.append(PortRange(ex.end + 1, r.end, r.to + ex.end + 1 - r.start))
-    return out
 
 
 Held = tuple[str, str, str, str | None, int, int]  # name, uuid, proto, address or None, start, end
@@ -190,15 +228,28 @@ def find_conflicts(plan: Plan, others: Iterable[tuple[str, str, Iterable[Claim]]
 
 
 def _check_own_conflicts(plan: Plan) -> None:
-    for i, first in enumerate(plan.forwards):
-        for second in plan.forwards[i + 1 :]:
-            if first.claim.collides(second.claim):
+    """No two of the plan's forwards claim the same port: one sweep over the claims in port order
+    (per protocol: the furthest end so far on each address, and on every address)."""
+    claims = sorted((f.proto, f.start, f.end, i) for i, f in enumerate(plan.forwards))
+    reach: dict[tuple[str, object], tuple[int, int]] = {}  # (proto, address or "*" or "any") -> (end, index)
+    for proto, start, end, i in claims:
+        address = plan.forwards[i].address
+        # what this claim collides with: the same address or "every address", or anything at all
+        keys = [(proto, "*"), (proto, "any")] if address is None else [(proto, address), (proto, "*")]
+        for key in keys:
+            held = reach.get(key)
+            if held is not None and held[0] >= start:
+                first, second = sorted((held[1], i))
+                a, b = plan.forwards[first], plan.forwards[second]
                 raise ConflictError(
                     "host port conflict",
-                    f"{second.claim} is claimed twice ({first.where} and {second.where})",
-                    where=second.where,
+                    f"{b.claim} is claimed twice ({a.where} and {b.where})",
+                    where=b.where,
                     domain=plan.name,
                 )
+        for key in [(proto, "any"), (proto, "*" if address is None else address)]:
+            if key not in reach or reach[key][0] < end:
+                reach[key] = (end, i)
 
 
 def _target(domain: Domain, spec: ForwardSpec, networks: dict[str, Network]) -> tuple[Interface, Network]:
@@ -211,7 +262,7 @@ def _target(domain: Domain, spec: ForwardSpec, networks: dict[str, Network]) -> 
         if network is None:
             raise InputError(
                 "invalid forward",
-                f"NIC {spec.mac} is not on an active libvirt NAT or routed network",
+                f"NIC {spec.mac} is not on an active libvirt NAT or routed network{_refused(domain, networks)}",
                 where=f"{spec.where}.mac",
             )
         return nics[0], network
@@ -221,9 +272,19 @@ def _target(domain: Domain, spec: ForwardSpec, networks: dict[str, Network]) -> 
             return nic, network
     raise InputError(
         "invalid forward",
-        "the domain has no NIC with a MAC on an active libvirt NAT or routed network",
+        "the domain has no NIC with a MAC on an active libvirt NAT or routed network" + _refused(domain, networks),
         where=spec.where,
     )
+
+
+def _refused(domain: Domain, networks: dict[str, Network]) -> str:
+    """Why the status of one of the domain's networks was not read, if it was not."""
+    refused: dict[str, PortfwdError] = getattr(networks, "refused", {})
+    for nic in domain.interfaces:
+        if nic.network in refused:
+            error = refused[nic.network]
+            return f" (the status of network {nic.network} was refused: {error.what} ({error.where}): {error.why})"
+    return ""
 
 
 def _network_of(nic: Interface, networks: dict[str, Network]) -> Network | None:
@@ -248,9 +309,29 @@ def _guest_address(spec: ForwardSpec, mac: str, network: Network, leases: LeaseL
                 f"guest-address {spec.guest_address} is outside network {network.name} ({subnets})",
                 where=f"{spec.where}.guest-address",
             )
+        problem = _not_a_guest(spec.guest_address, network)
+        if problem:
+            raise InputError(
+                "invalid forward",
+                f"guest-address {spec.guest_address} is {problem}",
+                where=f"{spec.where}.guest-address",
+            )
         return spec.guest_address
     assert network.bridge is not None
     for address in (network.reservations.get(mac), leases(network.bridge).get(mac)):
-        if address is not None and network.contains(address):
+        if address is not None and network.contains(address) and not _not_a_guest(address, network):
             return address
+    return None
+
+
+def _not_a_guest(address: IPv4Address, network: Network) -> str | None:
+    """Why ``address`` cannot be a guest's on ``network`` (a forward there would reach the host's
+    own services, or every guest), or None. A lease or reservation saying so is ignored."""
+    for subnet in network.subnets:
+        if address == subnet.ip:
+            return f"the host's own address on network {network.name} ({network.bridge})"
+        if subnet.network.prefixlen <= 30 and address == subnet.network.network_address:
+            return f"the network address of network {network.name} ({subnet.network})"
+        if subnet.network.prefixlen <= 30 and address == subnet.network.broadcast_address:
+            return f"the broadcast address of network {network.name} ({subnet.network})"
     return None

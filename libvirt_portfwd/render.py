@@ -18,6 +18,9 @@ from . import names
 
 TYPE_CHECKING = False  # as elsewhere here: no `typing` import at run time
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from typing import Any
+
     import jinja2
 
 
@@ -45,7 +48,13 @@ def environment() -> "jinja2.Environment":
         bytecode_cache=jinja2.FileSystemBytecodeCache(directory) if (directory := _bytecode_dir()) else None,
     )
     env.filters.update(
-        chain=names.domain_chain, tag=names.tag, ports=format_ports, iptports=format_iptables_ports, quote=quote
+        chain=names.domain_chain,
+        tag=names.tag,
+        ports=format_ports,
+        iptports=format_iptables_ports,
+        quote=quote,
+        elements=format_elements,
+        shifted=format_shifted,
     )
     env.globals.update(
         dispatch=names.DISPATCH_CHAIN,
@@ -139,3 +148,15 @@ def format_ports(start: int, end: int) -> str:
 def format_iptables_ports(start: int, end: int) -> str:
     """iptables match style: ``80`` or ``80:90``."""
     return str(start) if start == end else f"{start}:{end}"
+
+
+def format_elements(entries: "Iterable[Any]") -> str:
+    """nft map elements ``key comment "<tag>" : value, ...`` (Entry: key, value, uuid). In Python,
+    not a template loop: a domain may have 65,535 of them, and a loop costs ten times as much."""
+    return ", ".join(f'{e.key} comment "{names.tag(e.uuid)}" : {e.value}' for e in entries)
+
+
+def format_shifted(forward: "Any") -> str:
+    """The anonymous map of a range whose guest ports are shifted: ``port : guest . port', ...``."""
+    shift = forward.guest_port - forward.start
+    return ", ".join(f"{port} : {forward.guest} . {port + shift}" for port in range(forward.start, forward.end + 1))

@@ -44,6 +44,14 @@ class DomainRules:
     restricted: tuple[Forward, ...]
     bridges: tuple[str, ...] = ()
 
+    @property
+    def maps(self) -> tuple[tuple[str, tuple[Entry, ...]], ...]:
+        """The entries by map, maps in name order (what jinja's groupby made, in Python: faster)."""
+        by_map: dict[str, list[Entry]] = {}
+        for entry in self.entries:
+            by_map.setdefault(entry.map, []).append(entry)
+        return tuple((name, tuple(by_map[name])) for name in sorted(by_map))
+
 
 @dataclass(frozen=True)
 class Gate:
@@ -68,7 +76,7 @@ class Transaction:
 
 def domain_rules(plan: Plan) -> DomainRules:
     chain = names.domain_chain(plan.uuid)
-    entries: list[Entry] = []
+    entries: dict[Entry, None] = {}  # in order, each once: a list's `in` made 65,535 ports cost minutes
     restricted: list[Forward] = []
     for forward in plan.forwards:
         if forward.guest is None:
@@ -79,14 +87,12 @@ def domain_rules(plan: Plan) -> DomainRules:
             for port in range(forward.start, forward.end + 1):
                 key = str(port) if any_address else f"{forward.address} . {port}"
                 suffix = "_any" if any_address else ""
-                entry = Entry(f"jump_{forward.proto}{suffix}", key, f"jump {chain}", plan.uuid)
-                if entry not in entries:
-                    entries.append(entry)
+                entries[Entry(f"jump_{forward.proto}{suffix}", key, f"jump {chain}", plan.uuid)] = None
             continue
         for port in range(forward.start, forward.end + 1):
             key = str(port) if any_address else f"{forward.address} . {port}"
             value = f"{forward.guest} . {forward.guest_port + port - forward.start}"
-            entries.append(Entry(f"dnat_{forward.proto}{'_any' if any_address else ''}", key, value, plan.uuid))
+            entries[Entry(f"dnat_{forward.proto}{'_any' if any_address else ''}", key, value, plan.uuid)] = None
     bridges = tuple(sorted({f.bridge for f in plan.forwards}))
     return DomainRules(plan.uuid, chain, tuple(entries), tuple(restricted), bridges)
 
@@ -136,7 +142,9 @@ def observe_gate() -> Gate:
 def _render(tx: Transaction) -> str:
     from ..render import render
 
-    cached = len(tx.add) + len(tx.remove) <= 1  # one domain's change, not a rebuild
+    # one domain's change, not a rebuild; and not one of thousands of elements, whose text would
+    # not be kept anyway (render.CACHE_ENTRY_MAX) but whose key alone costs a repr of all of them
+    cached = len(tx.add) + len(tx.remove) <= 1 and sum(len(d.entries) for d in (*tx.add, *tx.remove)) <= 1024
     return render("nftables.j2", cached=cached, tx=tx, mark=f"{names.CT_MARK:#010x}", gate=GATE)
 
 

@@ -136,7 +136,7 @@ def test_yaml_syntax_error(tmp_path: Path) -> None:
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(InputError) as caught:
         load_config(str(tmp_path))  # a directory
-    assert str(caught.value) == f"libvirt-portfwd: cannot read config ({tmp_path}): Is a directory"
+    assert str(caught.value) == f"libvirt-portfwd: cannot read config ({tmp_path}): not a regular file (a directory)"
 
 
 @pytest.mark.parametrize(
