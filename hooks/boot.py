@@ -25,14 +25,14 @@ def main() -> int:
         sys.path.append(DEPENDENCIES)
     kind, argv = (sys.argv[1], sys.argv[2:]) if len(sys.argv) > 1 else ("", [])
     try:
-        from libvirt_portfwd import boundary
+        from libvirt_portfwd import entry
     except BaseException as exc:  # anything at all: the runtime is broken
         return broken(kind, argv, exc)
     try:
-        return boundary.main(kind, argv)
+        return entry.main(kind, argv)
     except SystemExit:
         raise
-    except BaseException as exc:  # a bug in the boundary itself
+    except BaseException as exc:  # a bug in the entry table itself
         return broken(kind, argv, exc)
 
 

@@ -1,8 +1,9 @@
 """The pipeline's middle: XML -> domain -> plan -> recorded state -> one backend transaction.
 
-Shared by the hook, the lease waiter and the CLI. Every change runs under the state lock; a
-rule change is one transaction, and the record is written only after it was applied.
-Removal lives in teardown (the hook's light stop path).
+Shared by the hook, the lease waiter and the CLI, always under the state lock (intents.py takes
+it and asks for the change); a rule change is one transaction, and the record is written only
+after it was applied. Removal lives in teardown (the hook's light stop path); repairs, the
+lease waiter's apply and sync in reconcile.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv4Address
 
-from . import intents, log, state
+from . import log, state
 from .backends import select_backend
 from .config import Config, load_config
 from .domain import Domain, parse_domain
@@ -24,7 +25,7 @@ from .leases import lease_path, load_leases
 from .network import Network, load_networks
 from .paths import Paths
 from .plan import ClaimIndex, Plan, build_plan, collect_specs
-from .records import Record, encode, load_record, load_records, save_record
+from .records import Record, load_record, save_record
 from .teardown import remove_locked
 
 TYPE_CHECKING = False
@@ -77,22 +78,8 @@ def lease_lookup(paths: Paths) -> Callable[[str], dict[str, IPv4Address]]:
 def check(xml: bytes, paths: Paths) -> Prepared:
     """Everything apply would refuse, refused now: bad input and host port conflicts."""
     prepared = prepare(xml, paths)
-    _check_conflicts(prepared.plan, state.read_index(paths))
+    check_conflicts(prepared.plan, state.read_index(paths))
     return prepared
-
-
-def apply(xml: bytes, paths: Paths) -> str:
-    """Bring the domain's rules in line with its declaration; return what was done.
-
-    Bad input fails here, before anything is written. Then the change goes by way of an APPLY
-    intent (intents.py): if it cannot be carried out now (the lock, the time bound), whoever
-    holds the lock next completes it."""
-    prepared = prepare(xml, paths)
-    plan = prepared.plan
-    if not plan.forwards and state.read(paths, plan.uuid) is None and not state.has_intent(paths, plan.uuid):
-        return "no forwards"
-    state.write_intent(paths, plan.uuid, state.APPLY, plan.name, xml)
-    return intents.carry_out_for(plan.uuid, paths, {plan.uuid: prepared})
 
 
 def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
@@ -101,9 +88,9 @@ def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
     if not plan.forwards:
         return remove_locked(plan.uuid, paths, plan.name) if state.read(paths, plan.uuid) else "no forwards"
     index = state.read_index(paths)
-    _check_conflicts(plan, index)
+    check_conflicts(plan, index)
     if not plan.waiting_macs:
-        _commit(plan, config, paths, index)
+        commit(plan, config, paths, index)
         return f"live: {describe(plan)}"
     current = index.get(plan.uuid)
     if current is not None and current["status"] == state.LIVE:
@@ -112,86 +99,6 @@ def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
     start_waiter(paths, plan.uuid, token)
     log.info(f"{plan.name}: waiting for a lease of {', '.join(plan.waiting_macs)} (up to {config.lease_wait:.0f} s)")
     return "waiting for lease"
-
-
-def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
-    """Waiter: resolve the waiting domain again; apply if every address is known now.
-
-    Returns None while still waiting; a message once done, or once the wait became moot
-    (the domain stopped or started again meanwhile: its record or token changed).
-    """
-    record = load_record(paths, uuid)
-    if record is None or record.token != token:
-        return "cancelled"
-    prepared = prepare(record.xml.encode(), paths)
-    if prepared.plan.waiting_macs:
-        return None
-    with state.locked(paths):
-        intents.carry_out(paths)  # a stop that could not finish comes first
-        current = state.read(paths, uuid)
-        if current is None or current.get("token") != token:
-            return "cancelled"
-        index = state.read_index(paths)
-        _check_conflicts(prepared.plan, index)
-        _commit(prepared.plan, prepared.config, paths, index)
-    return f"live: {describe(prepared.plan)}"
-
-
-def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
-    """Make the firewall hold exactly the forwards of the running domains (uuid -> XML).
-
-    Adds what is missing, removes what is stale (stopped domains, flushed or foreign edits),
-    in one transaction for the configured backend; every other backend is emptied. A domain
-    whose declaration is now broken keeps the forwards it had; its error is returned.
-
-    Pending intents come first: they are newer than ``running`` (a domain that stopped or
-    started since libvirt was asked). The new records are written before the transaction: if
-    sync dies in between, the records say what the firewall must hold, and the watcher's next
-    pass (or any repair) rebuilds exactly that.
-    """
-    errors: list[PortfwdError] = []
-    waiting: list[tuple[str, str]] = []
-    with state.locked(paths):
-        pending = state.pending_intents(paths)
-        intents.carry_out(paths)
-        running = {u: x for u, x in running.items() if pending.get(u, {}).get("op") != state.REMOVE}
-        running |= {u: str(i["xml"]).encode() for u, i in pending.items() if i.get("op") == state.APPLY}
-        host = read_host(paths)
-        backend = select_backend(host.config.backend, paths.network_dir)
-        old = {r.uuid: r for r in load_records(paths)}
-        records: list[Record] = []
-        claims = ClaimIndex()
-        for uuid, xml in sorted(running.items()):
-            try:
-                plan = prepare(xml, paths, host=host).plan
-                claims.check(plan)
-            except PortfwdError as exc:
-                errors.append(exc)
-                if uuid in old and old[uuid].status == state.LIVE:
-                    records.append(old[uuid])
-                    claims.add_plan(old[uuid].plan)
-                continue
-            claims.add_plan(plan)
-            if not plan.forwards:
-                continue
-            record = Record.from_plan(plan, backend.name, state.LIVE)
-            if plan.waiting_macs:
-                record = _waiting_record(plan, xml)
-                waiting.append((uuid, record.token))
-            records.append(record)
-        live = [r.plan for r in records if r.status == state.LIVE]
-        for record in records:
-            if record.status == state.LIVE:
-                record.backend, record.teardown = backend.name, backend.removal(record.plan)
-        state.replace_all(paths, {r.uuid: encode(r) for r in records})
-        for other in available_backends_except(backend):
-            other.apply(other.rebuild([]))
-        backend.apply(backend.rebuild(live))
-    for uuid, token in waiting:
-        start_waiter(paths, uuid, token)
-    removed = len(set(old) - {r.uuid for r in records})
-    log.info(f"sync: {len(live)} domain(s) live, {len(waiting)} waiting for a lease, {removed} removed")
-    return errors
 
 
 def start_waiter(paths: Paths, uuid: str, token: str) -> None:
@@ -219,7 +126,7 @@ def available_backends_except(backend: Backend) -> Iterable[Backend]:
     return [b for b in available_backends() if b.name != backend.name]
 
 
-def _commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data]) -> None:
+def commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data]) -> None:
     """Apply under the lock already held, then record (with the removal prerendered).
 
     If the transaction is refused (the firewall is not as our records say: someone flushed or
@@ -249,7 +156,7 @@ def _commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Dat
         log.info(f"{plan.name}: forward {forward.claim} -> {forward.guest}:{forward.guest_port} live ({backend.name})")
 
 
-def _check_conflicts(plan: Plan, index: dict[str, state.Data]) -> None:
+def check_conflicts(plan: Plan, index: dict[str, state.Data]) -> None:
     claims = ClaimIndex()
     for uuid, entry in index.items():
         if uuid != plan.uuid:
@@ -257,7 +164,7 @@ def _check_conflicts(plan: Plan, index: dict[str, state.Data]) -> None:
     claims.check(plan)
 
 
-def _waiting_record(plan: Plan, xml: bytes) -> Record:
+def waiting_record(plan: Plan, xml: bytes) -> Record:
     record = Record.from_plan(plan, "", state.WAITING)
     record.token = os.urandom(8).hex()
     record.xml = xml.decode("utf-8", "replace")
@@ -266,29 +173,6 @@ def _waiting_record(plan: Plan, xml: bytes) -> Record:
 
 
 def _save_waiting(paths: Paths, plan: Plan, xml: bytes) -> str:
-    record = _waiting_record(plan, xml)
+    record = waiting_record(plan, xml)
     save_record(paths, record)
     return record.token
-
-
-def repair(paths: Paths) -> int:
-    """Make the firewall hold exactly what the records say: carry out pending intents, then, in
-    every backend, rebuild our rules from the records if a recorded live forward is not
-    reachable or rules of ours belong to no live record (left by a crash). Returns how many
-    domains were wrong (0: nothing was changed). Never asks libvirt."""
-    from .backends import available_backends, select_backend
-
-    with state.locked(paths):
-        intents.carry_out(paths)
-        records = [r for r in load_records(paths) if r.status == state.LIVE]
-        names = ({r.backend for r in records} | {b.name for b in available_backends()}) - {"none"}
-        broken = 0
-        for name in sorted(names):
-            backend = select_backend(name)
-            plans = [r.plan for r in records if r.backend == name]
-            wanted = {p.uuid for p in plans}
-            wrong = (wanted - backend.live()) | (backend.owners() - wanted)
-            if wrong:
-                backend.apply(backend.rebuild(plans))
-                broken += len(wrong)
-    return broken

@@ -1,5 +1,5 @@
 """The one error boundary every entry point runs its work in (hook, network hook, CLI, waiter,
-watcher), and the table of entry points that hooks/boot.py starts.
+watcher).
 
 A known failure (PortfwdError, or the system refusing: OSError) is one line and FAILED; a module
 or dependency that does not import (a broken installation, an upgrade half done) is one line
@@ -56,32 +56,3 @@ def guarded(work: "Callable[[], int]", *, domain: str = "", what: str = "") -> i
 
 def _prefix(domain: str, what: str) -> str:
     return "".join(f"{part}: " for part in (domain, what) if part)
-
-
-def main(kind: str, argv: list[str]) -> int:
-    """hooks/boot.py's entry: ``KIND ARGS...``; each entry guards its own work."""
-    if kind in ("qemu", "network"):  # the shim passes the config path first ("" = default)
-        from . import hook
-
-        entry = hook.main if kind == "qemu" else hook.main_network
-        return entry(argv[1:], argv[0] or None)
-    if kind == "cli":
-        from . import cli
-
-        return cli.main(argv)
-    if kind == "waiter":
-        from . import waiter
-
-        return waiter.main(argv)
-    if kind == "check":
-        from . import selfcheck
-
-        return guarded(lambda: selfcheck.check(argv), what="self-check")
-    if kind == "shim":
-        from . import shim
-
-        return guarded(lambda: shim.main(argv), what="shim")
-    from . import log
-
-    log.error(f"usage: unknown entry point {kind!r} (qemu, network, cli, waiter, check, shim)")
-    return USAGE

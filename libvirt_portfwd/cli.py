@@ -134,7 +134,7 @@ def _render_plan(backend: "Backend", plan: "Plan") -> str:
 
 
 def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import apply
+    from .intents import apply
 
     name, _uuid, xml = _lookup(args.connect, args.domain)
     print(f"{name}: {apply(xml, paths)}")
@@ -142,8 +142,9 @@ def cmd_apply(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
+    from .intents import remove
     from .records import load_records
-    from .teardown import remove, remove_all
+    from .teardown import remove_all
 
     if args.all == bool(args.domain):
         raise UsageError("remove takes a domain or --all")
@@ -194,7 +195,7 @@ def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_sync(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import sync
+    from .reconcile import sync
 
     running = _running_domains(args.connect)
     errors = sync(paths, running)

@@ -53,7 +53,7 @@ def _cancel(name: str, xml: bytes, paths: Paths) -> int:
     """The start is refused: nothing of this domain may stay live, nor be applied later."""
     uuid = _uuid_of(xml)
     if uuid is not None and (os.path.exists(paths.record(uuid)) or _pending(paths, uuid)):
-        from .teardown import remove
+        from .intents import remove
 
         remove(uuid, paths, name)
     return policy.OK
@@ -64,7 +64,7 @@ def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> No
         uuid = _uuid_of(xml)
         if uuid is not None and not os.path.exists(paths.record(uuid)) and not _pending(paths, uuid):
             return
-        from .teardown import remove
+        from .intents import remove
 
         if uuid is None:
             from .actions import prepare
@@ -84,7 +84,7 @@ def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> No
         return
     assert action == APPLY
     from . import render
-    from .actions import apply
+    from .intents import apply
 
     render.use_cache(paths.run_dir)  # here only: stopped/release render nothing (prerendered)
     _report(name, operation, apply(xml, paths))
@@ -160,7 +160,7 @@ def main_network(argv: list[str], config_path: str | None = None) -> int:
 
     def work() -> int:
         from . import log, render
-        from .actions import repair
+        from .reconcile import repair
 
         render.use_cache(paths.run_dir)
         repaired = repair(paths)

@@ -13,6 +13,8 @@ Stdlib only until an apply is carried out (the stop path imports this).
 
 from __future__ import annotations
 
+import os
+
 from . import log, state
 from .errors import PortfwdError
 from .paths import Paths
@@ -20,6 +22,30 @@ from .paths import Paths
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .actions import Prepared
+
+
+def apply(xml: bytes, paths: Paths) -> str:
+    """Bring the domain's rules in line with its declaration; return what was done.
+
+    Bad input fails here, before anything is written. Then the change goes by way of an APPLY
+    intent (intents.py): if it cannot be carried out now (the lock, the time bound), whoever
+    holds the lock next completes it."""
+    from .actions import prepare
+
+    prepared = prepare(xml, paths)
+    plan = prepared.plan
+    if not plan.forwards and state.read(paths, plan.uuid) is None and not state.has_intent(paths, plan.uuid):
+        return "no forwards"
+    state.write_intent(paths, plan.uuid, state.APPLY, plan.name, xml)
+    return carry_out_for(plan.uuid, paths, {plan.uuid: prepared})
+
+
+def remove(uuid: str, paths: Paths, name: str = "") -> str:
+    """The domain's rules and record removed, by way of a REMOVE intent (the stop path: light)."""
+    if not os.path.exists(paths.record(uuid)) and not state.has_intent(paths, uuid):
+        return "nothing recorded"
+    state.write_intent(paths, uuid, state.REMOVE, name)
+    return carry_out_for(uuid, paths)
 
 
 def carry_out(

@@ -11,21 +11,9 @@ the time bound, a firewall tool) stays pending, and whoever holds the lock next 
 
 from __future__ import annotations
 
-import os
-
 from . import log, state
 from .errors import FirewallError, PortfwdError
 from .paths import Paths
-
-
-def remove(uuid: str, paths: Paths, name: str = "") -> str:
-    """The domain's rules and record removed, by way of a REMOVE intent (see the module doc)."""
-    from . import intents
-
-    if not os.path.exists(paths.record(uuid)) and not state.has_intent(paths, uuid):
-        return "nothing recorded"
-    state.write_intent(paths, uuid, state.REMOVE, name)
-    return intents.carry_out_for(uuid, paths)
 
 
 def remove_locked(uuid: str, paths: Paths, name: str = "") -> str:

@@ -12,10 +12,10 @@ import sys
 import time
 
 from . import log, render
-from .actions import apply_waiting
 from .boundary import guarded
 from .config import load_config
 from .paths import Paths
+from .reconcile import apply_waiting
 from .records import load_record
 
 POLL_SECONDS = 0.2

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def watch(paths: Paths, period: float) -> int:
     from . import render
-    from .actions import repair
+    from .reconcile import repair
 
     render.use_cache(paths.run_dir)
     log.info("watcher started")
@@ -64,7 +64,7 @@ def _stop(signum: int, frame: object) -> None:
 
 def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     from . import state
-    from .actions import repair
+    from .reconcile import repair
 
     assert monitor.stdout is not None
     selector = selectors.DefaultSelector()

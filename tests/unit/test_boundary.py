@@ -87,7 +87,7 @@ def test_hook(host: Host, on_error: str, code: int) -> None:
     """A bug at ``started``: the hook's policy decides (block refuses only a domain of ours)."""
     (host.root / "etc/libvirt-portfwd").mkdir(parents=True)
     (host.root / "etc/libvirt-portfwd/config.yaml").write_text(f"on_error: {on_error}\n")
-    host.break_("actions.py", "apply")
+    host.break_("intents.py", "apply")
     assert_bug_reported(host.run("web1", "started", "begin", "-", input=XML, shim_kind="qemu"), host, code)
     for operation in ("reconnect", "release"):  # never fails
         proc = host.run("web1", operation, "begin", "-", input=XML, shim_kind="qemu")
@@ -97,7 +97,7 @@ def test_hook(host: Host, on_error: str, code: int) -> None:
 def test_network_hook(host: Host) -> None:
     (host.root / "run/libvirt-portfwd").mkdir(parents=True)
     (host.root / "run/libvirt-portfwd/index.json").write_text("{}")
-    host.break_("actions.py", "repair")
+    host.break_("reconcile.py", "repair")
     proc = host.run("default", "started", "begin", "-", input="<network/>", shim_kind="network")
     assert_bug_reported(proc, host, policy.OK)
 
