@@ -21,7 +21,3 @@ def remaining(limit: float) -> float:
     if _until is None:
         return limit
     return max(0.0, min(limit, _until - time.monotonic()))
-
-
-def armed() -> bool:
-    return _until is not None

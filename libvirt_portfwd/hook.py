@@ -52,7 +52,7 @@ def main(argv: list[str], config_path: str | None = None) -> int:
 def _cancel(name: str, xml: bytes, paths: Paths) -> int:
     """The start is refused: nothing of this domain may stay live, nor be applied later."""
     uuid = _uuid_of(xml)
-    if uuid is not None and (os.path.exists(paths.record(uuid)) or _pending(paths, uuid)):
+    if uuid is not None and (os.path.exists(paths.record(uuid)) or paths.has_intent(uuid)):
         from .intents import remove
 
         remove(uuid, paths, name)
@@ -62,7 +62,7 @@ def _cancel(name: str, xml: bytes, paths: Paths) -> int:
 def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> None:
     if action == REMOVE:
         uuid = _uuid_of(xml)
-        if uuid is not None and not os.path.exists(paths.record(uuid)) and not _pending(paths, uuid):
+        if uuid is not None and not os.path.exists(paths.record(uuid)) and not paths.has_intent(uuid):
             return
         from .intents import remove
 
@@ -103,12 +103,7 @@ def _has_work(name: str, xml: bytes, cached: dict, paths: Paths) -> bool:  # typ
         return True
     uuid = _uuid_of(xml)
     keys = cached.get("keys", ())
-    return name in keys or uuid is None or uuid in keys or os.path.exists(paths.record(uuid)) or _pending(paths, uuid)
-
-
-def _pending(paths: Paths, uuid: str) -> bool:
-    """An intent of this domain not carried out yet (state.has_intent, without importing state)."""
-    return os.path.exists(paths.intent(uuid)) or os.path.exists(paths.intent(uuid, taken=True))
+    return name in keys or uuid is None or uuid in keys or os.path.exists(paths.record(uuid)) or paths.has_intent(uuid)
 
 
 def _blocks(name: str, xml: bytes, paths: Paths) -> bool:

@@ -34,7 +34,7 @@ def apply(xml: bytes, paths: Paths) -> str:
 
     prepared = prepare(xml, paths)
     plan = prepared.plan
-    if not plan.forwards and state.read(paths, plan.uuid) is None and not state.has_intent(paths, plan.uuid):
+    if not plan.forwards and state.read(paths, plan.uuid) is None and not paths.has_intent(plan.uuid):
         return "no forwards"
     state.write_intent(paths, plan.uuid, state.APPLY, plan.name, xml)
     return carry_out_for(plan.uuid, paths, {plan.uuid: prepared})
@@ -42,7 +42,7 @@ def apply(xml: bytes, paths: Paths) -> str:
 
 def remove(uuid: str, paths: Paths, name: str = "") -> str:
     """The domain's rules and record removed, by way of a REMOVE intent (the stop path: light)."""
-    if not os.path.exists(paths.record(uuid)) and not state.has_intent(paths, uuid):
+    if not os.path.exists(paths.record(uuid)) and not paths.has_intent(uuid):
         return "nothing recorded"
     state.write_intent(paths, uuid, state.REMOVE, name)
     return carry_out_for(uuid, paths)

@@ -28,14 +28,14 @@ def trace(text: str) -> None:
     send_syslog(ERR, text.rstrip("\n"))
 
 
-def line_of(message: str) -> str:
+def _line(message: str) -> str:
     """The one-line form every entry point prints: ``libvirt-portfwd: ...``."""
     line = " ".join(message.splitlines())
     return line if line.startswith(f"{PROG}:") else f"{PROG}: {line}"
 
 
 def _emit(priority: int, message: str) -> None:
-    line = line_of(message)
+    line = _line(message)
     send_syslog(priority, line.removeprefix(f"{PROG}: "))
     try:
         sys.stderr.write(line + "\n")

@@ -54,3 +54,7 @@ class Paths:
 
     def intent(self, uuid: str, taken: bool = False) -> str:
         return os.path.join(self.intent_dir, f"{uuid}.{'taken' if taken else 'json'}")
+
+    def has_intent(self, uuid: str) -> bool:
+        """An intent of this domain not carried out yet (state.py; os only: the hook's fast path)."""
+        return os.path.exists(self.intent(uuid)) or os.path.exists(self.intent(uuid, taken=True))

@@ -130,10 +130,6 @@ def write_intent(paths: Paths, uuid: str, op: str, name: str, xml: bytes = b"") 
     _write_json(paths.intent(uuid), {"op": op, "name": name, "xml": text, "at": time.time()})
 
 
-def has_intent(paths: Paths, uuid: str) -> bool:
-    return os.path.exists(paths.intent(uuid)) or os.path.exists(paths.intent(uuid, taken=True))
-
-
 def take_intents(paths: Paths) -> dict[str, Data]:
     """Under the lock: take every pending intent (uuid -> intent). A taken intent stays on disk
     (``<uuid>.taken``) until ``done_intent``; a newer one, written meanwhile, supersedes it."""
@@ -212,8 +208,11 @@ class locked:
 
 
 def _write_json(path: str, data: object) -> None:
-    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    """Whole or not at all (rename), root's only: intents and waiting records hold domain XML,
+    which can carry secrets (a graphics password)."""
+    os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    with open(fd, "w", encoding="utf-8") as handle:
         handle.write(json.dumps(data, separators=(",", ":")))
     os.replace(tmp, path)

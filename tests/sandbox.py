@@ -27,13 +27,14 @@ MOUNTS = (
 
 
 class Sandbox:
-    """The private view, inside network namespace ``netns`` (None: a new one of its own)."""
+    """The private view, inside network namespace ``netns`` (None: a new one of its own);
+    ``mounts``: another view (a shell script; ``$1`` is ``workdir``)."""
 
-    def __init__(self, workdir: Path, netns: str | None = None) -> None:
+    def __init__(self, workdir: Path, netns: str | None = None, mounts: str = MOUNTS) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         enter = ["ip", "netns", "exec", netns] if netns else ["unshare", "--net"]
-        script = f"set -eu\n{MOUNTS}echo ready\nexec sleep infinity\n"
+        script = f"set -eu\n{mounts}echo ready\nexec sleep infinity\n"
         self.holder = subprocess.Popen(
             [*enter, "unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sandbox", str(workdir)],
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, text=True, start_new_session=True,

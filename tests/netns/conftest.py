@@ -66,6 +66,7 @@ class Lab:
         self.servers: list[subprocess.Popen[str]] = []
         self.reservations: dict[str, str] = {}
         self.extra_namespaces: list[str] = []
+        self.hook_path = HOOK_PATH  # the PATH libvirtd gives hooks
 
     # -- setup -------------------------------------------------------------------------------
     def create(self) -> None:
@@ -148,10 +149,23 @@ class Lab:
     def exec(self, ns: str, *argv: str, input: str | None = None, check: bool = True) -> str:
         return sh("ip", "netns", "exec", ns, *argv, input=input, check=check)
 
+    def enter(self) -> list[str]:
+        """The prefix that runs a command in the host."""
+        return ["ip", "netns", "exec", self.host]
+
+    def watcher_argv(self) -> list[str]:
+        """``libvirt-portfwd watch`` in the host, as its service runs it."""
+        return [*self.enter(), PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), "watch"]
+
+    def pending(self) -> list[str]:
+        """The intents not carried out yet (file names)."""
+        intents = self.root / "run/libvirt-portfwd/intents"
+        return sorted(p.name for p in intents.iterdir() if not p.name.endswith(".tmp")) if intents.exists() else []
+
     def hook_argv(self, name: str, operation: str, sub: str = "begin", extra: str = "-") -> list[str]:
         """The hook as libvirt runs it: its environment only, inside the host namespace."""
-        env = [f"PATH={HOOK_PATH}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
-        return ["ip", "netns", "exec", self.host, "env", "-i", *env, str(HOOK), name, operation, sub, extra]
+        env = [f"PATH={self.hook_path}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
+        return [*self.enter(), "env", "-i", *env, str(HOOK), name, operation, sub, extra]
 
     def hook(
         self, name: str, xml: str, operation: str, sub: str = "begin", timeout: float = 30
@@ -201,7 +215,7 @@ class Lab:
     def firewall(self) -> str:
         """The host namespace's whole ruleset, without counters and comment lines."""
         if self.kind == "iptables":
-            out = self.exec(self.host, "iptables-save")
+            out = sh(*self.enter(), "iptables-save")
             return "\n".join(
                 line.split(" [")[0] if line.startswith(":") else line
                 for line in out.splitlines()

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import PYTHON, REPO, need_root
+from tests.conftest import REPO, need_root
 from tests.netns.conftest import Lab, port_forward, portfwd_metadata
 from tests.netns.fakehost import GUEST_ADDRESS, GUEST_MAC, HOOK_PATH, domain_xml
 from tests.netns.test_cli import node_xml
@@ -71,7 +71,7 @@ class CrashLab(Lab):
     def watcher_pass(self) -> None:
         """The watcher's next pass: it repairs when it starts, then carries out what is pending."""
         watcher = subprocess.Popen(
-            ["ip", "netns", "exec", self.host, PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), "watch"],
+            self.watcher_argv(),
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO, start_new_session=True,
         )  # fmt: skip
         deadline = time.monotonic() + 6
@@ -84,10 +84,6 @@ class CrashLab(Lab):
     def sync(self, tmp: Path, *running: str) -> None:
         proc = self.cli("sync", "--connect", node_xml(tmp, *running))
         assert proc.returncode == 0, proc.stderr
-
-    def pending(self) -> list[str]:
-        intents = self.root / "run/libvirt-portfwd/intents"
-        return [p.name for p in intents.iterdir() if not p.name.endswith(".tmp")] if intents.exists() else []
 
     def assert_converged(self, stopped: tuple[str, ...]) -> None:
         """The firewall holds exactly what the records say; nothing of ``stopped``; no claim held

@@ -21,10 +21,11 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.policy import BLOCKED, BOUND, OK
-from tests.conftest import DATA, HOOK, PYTHON, REPO, need_root
+from tests.conftest import DATA, REPO, need_root
 from tests.netns.conftest import Lab, sh
 from tests.netns.fakehost import HOOK_PATH
 from tests.netns.test_hook import WEB1, guide_xml
+from tests.sandbox import Sandbox
 
 pytestmark = pytest.mark.netns
 
@@ -32,9 +33,8 @@ WITHIN = BOUND + 2.0  # the bound, plus starting an interpreter or two on a load
 
 # the host's own view: a tmpfs /run (a private xtables lock) and iptables-legacy as iptables
 LEGACY = (
-    "set -eu\nmount -t tmpfs -o mode=0755 pf-run /run\n"
+    "mount -t tmpfs -o mode=0755 pf-run /run\n"
     'mount --bind /usr/sbin/xtables-legacy-multi "$(readlink -f /usr/sbin/iptables)"\n'
-    "echo ready\nexec sleep infinity\n"
 )
 
 
@@ -46,9 +46,8 @@ class FaultLab(Lab):
         super().__init__(tmp, kind)
         self.legacy = legacy
         self.tools = tmp / "tools"
-        self.holder: subprocess.Popen[str] | None = None
+        self.view: Sandbox | None = None
         self.watcher: subprocess.Popen[str] | None = None
-        self.hook_path = HOOK_PATH
 
     def create(self) -> None:
         super().create()
@@ -57,11 +56,7 @@ class FaultLab(Lab):
             self.exec(self.host, "iptables-nft", "-t", "nat", "-F")
             self.exec(self.host, "iptables-nft", "-X")
             self.exec(self.host, "iptables-nft", "-t", "nat", "-X")
-            self.holder = subprocess.Popen(
-                ["ip", "netns", "exec", self.host, "unshare", "-m", "--propagation", "private", "sh", "-c", LEGACY],
-                stdout=subprocess.PIPE, text=True, start_new_session=True,
-            )  # fmt: skip
-            assert self.holder.stdout is not None and self.holder.stdout.readline().strip() == "ready"
+            self.view = Sandbox(self.tools.parent / "legacy", self.host, mounts=LEGACY)
             version = sh(*self.enter(), "iptables", "-V")
             assert "legacy" in version, version
             sh(*self.enter(), "iptables-restore", "--noflush", input=(DATA / "libvirt-iptables.rules").read_text())
@@ -69,7 +64,7 @@ class FaultLab(Lab):
         self.watcher_log = self.tools.parent / "watcher.log"
         with open(self.watcher_log, "w") as log:
             self.watcher = subprocess.Popen(
-                [*self.enter(), PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), "watch"],
+                self.watcher_argv(),
                 stdout=subprocess.DEVNULL, stderr=log, cwd=REPO, start_new_session=True,
             )  # fmt: skip
         time.sleep(0.5)
@@ -77,26 +72,15 @@ class FaultLab(Lab):
     def destroy(self) -> None:
         if self.watcher is not None:
             print(f"watcher's log:\n{self.watcher_log.read_text()}")  # shown when the test failed
-        for proc in (self.watcher, self.holder):
-            if proc is not None:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        if self.watcher is not None:
+            os.killpg(self.watcher.pid, signal.SIGKILL)
+            self.watcher.wait()
+        if self.view is not None:
+            self.view.close()  # and everything that ran in it
         super().destroy()
 
     def enter(self) -> list[str]:
-        if self.holder is None:
-            return ["ip", "netns", "exec", self.host]
-        return ["nsenter", "-t", str(self.holder.pid), "-m", "-n", "--"]
-
-    def hook_argv(self, name: str, operation: str, sub: str = "begin", extra: str = "-") -> list[str]:
-        env = [f"PATH={self.hook_path}", "LC_ALL=C", "HOME=/root", "PWD=/", f"LIBVIRT_PORTFWD_ROOT={self.root}"]
-        return [*self.enter(), "env", "-i", *env, str(HOOK), name, operation, sub, extra]
-
-    def firewall(self) -> str:
-        if self.kind == "iptables":
-            out = sh(*self.enter(), "iptables-save")
-            return "\n".join(line.split(" [")[0] for line in out.splitlines() if not line.startswith("#"))
-        return super().firewall()
+        return self.view.argv() if self.view is not None else super().enter()
 
     def hold_xtables_lock(self) -> subprocess.Popen[str]:
         return subprocess.Popen([*self.enter(), "flock", "/run/xtables.lock", "sleep", "600"], start_new_session=True)
@@ -114,10 +98,6 @@ class FaultLab(Lab):
         assert took < WITHIN, f"{operation} took {took:.1f} s (bound {BOUND} s): {proc.stderr}"
         assert proc.stdout == "" and "Traceback" not in proc.stderr
         return proc.returncode
-
-    def pending(self) -> list[str]:
-        intents = self.root / "run/libvirt-portfwd/intents"
-        return sorted(p.name for p in intents.iterdir()) if intents.exists() else []
 
 
 def release(fault: subprocess.Popen[str] | None, lab: FaultLab) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import HOOK, NETWORK_HOOK, PYTHON, REPO
+from tests.conftest import HOOK, NETWORK_HOOK, REPO
 from tests.netns.conftest import Lab
 from tests.netns.test_hook import guide_xml
 
@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["iptables", "nf
 @pytest.fixture
 def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
     proc = subprocess.Popen(
-        ["ip", "netns", "exec", lab.host, PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(lab.root), "watch"],
+        lab.watcher_argv(),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
