@@ -1,18 +1,19 @@
-"""End-to-end fixtures: a real libvirt lab (tests/lab) in namespaces, from a Debian root.
+"""End-to-end fixtures: real libvirt hosts (tests/lab) in namespaces, from Debian roots.
 
-The lab host is Debian 13's root file system (tests/lab/rootfs.py, built once and cached; its
-libvirt 11.3 has both firewall backends), run in a private overlay inside the lab's
-namespaces: libvirtd, virsh, install.sh, our hook and CLI all run there, and nothing of the
-machine's libvirt or of an installation of ours on the machine is used or touched.
-``LIBVIRT_PORTFWD_E2E_RELEASE=bookworm`` runs the lab on Debian 12's root (libvirt 9.0:
-iptables only; the nftables runs are then skipped).
+Every e2e test runs on each stock host, ``HOSTS``: Debian 12 (libvirt 9.0 as shipped: iptables
+only) and Debian 13 (libvirt 11.3) under each of its libvirt firewall backends
+(``firewall_backend`` in the host's /etc/libvirt/network.conf), test ids ``debian12-iptables``,
+``debian13-iptables``, ``debian13-nftables`` (``-k debian12`` picks one). The roots are built
+once and cached (tests/lab/rootfs.py); libvirtd, virsh, install.sh, our hook and CLI all run
+inside them, and nothing of the machine's libvirt or of an installation of ours on the machine
+is used or touched.
 
-Every e2e test runs once per libvirt firewall backend (``firewall_backend`` "iptables", then
-"nftables", in the root's /etc/libvirt/network.conf). Two kinds of lab, one at a time per
-session: ``lab``, plain, for the lab's own smoke tests; ``portfwd_lab``, with libvirt-portfwd
-installed by the checkout's install.sh inside the root before libvirtd starts, and uninstalled
-at the end. Switching kind or backend closes one lab and starts the next (pytest groups the
-tests by backend, so this happens four times). Labs of two sessions at once do not meet.
+Two kinds of lab, one at a time per session: ``lab``, plain (libvirtd started by hand in a
+chroot of the root), for the lab's own smoke tests; ``portfwd_lab``, the host booted with
+systemd as PID 1 (tests/lab/box.py) and libvirt-portfwd installed by the checkout's install.sh
+as an admin runs it, its watcher and boot sync the installed units, uninstalled at the end.
+Switching kind or host closes one lab and starts the next (pytest groups the tests by host).
+Labs of two sessions at once do not meet.
 
 The lab needs root, mmdebstrap (for the first build of the root) and overlayfs. Without them the
 e2e tests are skipped with the reason printed, except under CI=true, where they fail.
@@ -20,10 +21,12 @@ e2e tests are skipped with the reason printed, except under CI=true, where they 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
 from collections.abc import Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
 
@@ -33,18 +36,24 @@ from tests.e2e.portfwd_lab import InstallError, PortfwdLab, install, uninstall
 from tests.installed import HOOK, INSTALLED_PATHS, RUN_DIR
 from tests.lab.host import RELEASE_FIREWALLS, Lab, missing_prerequisites
 from tests.lab.proc import LabError
-from tests.lab.rootfs import DEFAULT_RELEASE, RELEASES
 
 _LABS: list[Lab] = []  # every lab of the session, for the timings summary
-LIBVIRT_FIREWALLS = ("iptables", "nftables")
-RELEASE_ENV = "LIBVIRT_PORTFWD_E2E_RELEASE"
+DEBIAN = {"bookworm": "debian12", "trixie": "debian13"}
 
 
-def lab_release() -> str:
-    release = os.environ.get(RELEASE_ENV) or DEFAULT_RELEASE
-    if release not in RELEASES:
-        raise pytest.UsageError(f"{RELEASE_ENV}={release!r}: one of {', '.join(RELEASES)}")
-    return release
+@dataclass(frozen=True)
+class Host:
+    """A stock host: a Debian release, and libvirt's firewall backend on it."""
+
+    release: str
+    firewall: str
+
+    @property
+    def id(self) -> str:
+        return f"{DEBIAN[self.release]}-{self.firewall}"
+
+
+HOSTS = tuple(Host(release, firewall) for release in DEBIAN for firewall in RELEASE_FIREWALLS[release])
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -106,15 +115,12 @@ class Labs:
     def __init__(self, factory: pytest.TempPathFactory) -> None:
         self.factory = factory
         self.current: Lab | None = None
-        self.kind: tuple[bool, str] | None = None  # (installed, firewall backend) of current
-        self.failed: dict[tuple[bool, str], tuple[str, str]] = {}  # kind -> ("skip"|"fail", message)
+        self.kind: tuple[bool, Host] | None = None  # (installed, host) of current
+        self.failed: dict[tuple[bool, Host], tuple[str, str]] = {}  # kind -> ("skip"|"fail", message)
         self.root_before: dict[str, str] | None = None
 
-    def get(self, installed: bool, firewall: str) -> Lab:
-        release = lab_release()
-        if firewall not in RELEASE_FIREWALLS[release]:
-            pytest.skip(f"{release}'s libvirt has no {firewall} firewall backend")
-        kind = (installed, firewall)
+    def get(self, installed: bool, host: Host) -> Lab:
+        kind = (installed, host)
         if self.current is not None and self.kind == kind:
             return self.current
         if kind in self.failed:
@@ -124,7 +130,7 @@ class Labs:
             unavailable(message)
         self.close()
         try:
-            self.current = self._open(installed, firewall)
+            self.current = self._open(installed, host)
         except pytest.fail.Exception as exc:
             self.failed[kind] = ("fail", str(exc))
             raise
@@ -133,22 +139,21 @@ class Labs:
             raise
         self.kind = kind
         _LABS.append(self.current)
-        what = " with libvirt-portfwd" if installed else ""
-        print(f"\nlab up{what}, libvirt firewall {firewall}: {format_timings(self.current.timings)}")
+        what = " (booted) with libvirt-portfwd" if installed else ""
+        print(f"\nlab {host.id} up{what}: {format_timings(self.current.timings)}")
         return self.current
 
-    def _open(self, installed: bool, firewall: str) -> Lab:
-        release = lab_release()
-        missing = missing_prerequisites(release)
+    def _open(self, installed: bool, host: Host) -> Lab:
+        missing = missing_prerequisites(host.release)
         if missing:
             unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
         if self.root_before is None:
             self.root_before = root_namespace_snapshot()
         kind = PortfwdLab if installed else Lab
         instance = kind(
-            workdir=self.factory.mktemp(f"{'portfwd-' if installed else ''}lab-{firewall}"),
-            release=release,
-            firewall_backend=firewall,
+            workdir=self.factory.mktemp(f"{'portfwd-' if installed else ''}lab-{host.id}"),
+            release=host.release,
+            firewall_backend=host.firewall,
             before_libvirtd=install if installed else None,
         )
         try:
@@ -197,6 +202,28 @@ class Labs:
                     raise LabError(f"the root network namespace changed during the e2e tests: {', '.join(changed)}")
 
 
+@contextlib.contextmanager
+def own_portfwd_lab(labs: Labs, workdir: Path, release: str, firewall: str | None = None) -> Iterator[PortfwdLab]:
+    """A booted host of a test's own with libvirt-portfwd installed (a reboot or an upgrade
+    changes the host for good); the shared lab is closed first, it is not needed meanwhile."""
+    labs.close()
+    missing = missing_prerequisites(release)
+    if missing:
+        unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
+    instance = PortfwdLab(workdir=workdir, release=release, firewall_backend=firewall, before_libvirtd=install)
+    try:
+        instance.start()
+    except InstallError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    except LabError as exc:
+        unavailable(f"lab did not start: {exc}")
+    _LABS.append(instance)
+    try:
+        yield instance
+    finally:
+        instance.close()
+
+
 _HOLDERS: list[Labs] = []  # the session's holder, for the failure report
 
 
@@ -210,22 +237,29 @@ def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Labs]:
         holder.finish()
 
 
-@pytest.fixture(scope="package", params=LIBVIRT_FIREWALLS)
-def libvirt_firewall(request: pytest.FixtureRequest) -> str:
-    """libvirt's firewall_backend for the lab (every e2e test runs under both)."""
-    return str(request.param)
+@pytest.fixture(scope="package", params=HOSTS, ids=[host.id for host in HOSTS])
+def host(request: pytest.FixtureRequest) -> Host:
+    """The stock host of the lab (every e2e test runs on each)."""
+    assert isinstance(request.param, Host)
+    return request.param
+
+
+@pytest.fixture(scope="package")
+def libvirt_firewall(host: Host) -> str:
+    """libvirt's firewall_backend on the host."""
+    return host.firewall
 
 
 @pytest.fixture
-def lab(labs: Labs, libvirt_firewall: str) -> Lab:
+def lab(labs: Labs, host: Host) -> Lab:
     """The plain lab: namespaces, libvirtd, network 'default' up (no libvirt-portfwd)."""
-    return labs.get(installed=False, firewall=libvirt_firewall)
+    return labs.get(installed=False, host=host)
 
 
 @pytest.fixture(scope="package")  # the tests after tests/e2e (e.g. install.sh's own) need a clean machine
-def portfwd_lab(labs: Labs, libvirt_firewall: str) -> PortfwdLab:
-    """The lab with libvirt-portfwd installed by install.sh in the lab host namespace."""
-    instance = labs.get(installed=True, firewall=libvirt_firewall)
+def portfwd_lab(labs: Labs, host: Host) -> PortfwdLab:
+    """The booted host with libvirt-portfwd installed by install.sh, as an admin does it."""
+    instance = labs.get(installed=True, host=host)
     assert isinstance(instance, PortfwdLab)
     return instance
 
@@ -236,9 +270,9 @@ def format_timings(timings: dict[str, float]) -> str:
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     for instance in _LABS:
-        kind = "libvirt-portfwd" if isinstance(instance, PortfwdLab) else "plain"
+        kind = "booted, libvirt-portfwd" if isinstance(instance, PortfwdLab) else "plain"
         firewall = instance.firewall_backend or "as packaged"
-        terminalreporter.write_sep("-", f"e2e lab timings ({kind} lab, libvirt firewall {firewall})")
+        terminalreporter.write_sep("-", f"e2e lab timings ({instance.release}, {kind}, libvirt firewall {firewall})")
         for key, value in instance.timings.items():
             terminalreporter.write_line(f"{key:<44} {value:7.2f} s")
 
@@ -259,8 +293,9 @@ def pytest_runtest_makereport(
             if isinstance(instance, PortfwdLab):
                 runs = [f"{r.domain} {r.operation}: exit {r.status}: {r.stderr}" for r in instance.hook_runs()]
                 report.sections.append(("libvirt-portfwd hook runs (libvirtd log)", "\n".join(runs[-40:])))
-                if instance.watcher_log.is_file():
-                    report.sections.append(("libvirt-portfwd watch log", instance.watcher_log.read_text()[-3000:]))
+                if instance.boot and instance.box.running:
+                    report.sections.append(("libvirt-portfwd watch unit", instance.watcher_output()[-3000:]))
+                    report.sections.append(("journal of our lines", "\n".join(instance.our_journal("-b")[-60:])))
                 waiter_log = instance.path(RUN_DIR / "waiter.log")
                 if waiter_log.is_file():
                     report.sections.append(("libvirt-portfwd waiter.log", waiter_log.read_text()[-3000:]))

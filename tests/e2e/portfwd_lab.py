@@ -1,11 +1,18 @@
-"""The lab with libvirt-portfwd installed by its own install.sh, and what the scenarios need.
+"""A stock host with libvirt-portfwd installed by its own install.sh, and what the scenarios need.
 
-``PortfwdLab`` is a ``tests.lab.host.Lab`` whose libvirtd also logs the commands it runs
-(``util.command`` at debug level): libvirt keeps a hook's stderr only there when the hook
-succeeds, and the hook logs to syslog (absent here) and stderr. ``install`` copies the
-checkout into the lab host's root and runs its install.sh there before libvirtd starts (so
-hooks, CLI, config and sysctl land in the root, never on the machine); ``uninstall`` removes it
-again, inside the root too (its ``remove --all`` runs iptables in the lab host's namespace).
+``PortfwdLab`` is a booted ``tests.lab.host.Lab`` (tests/lab/box.py: a stock Debian host,
+systemd as PID 1, libvirtd and our units started by systemd, journald) whose libvirtd also logs
+the commands it runs (``util.command`` at debug level, in libvirtd.conf): libvirt keeps a
+hook's stderr only there when the hook succeeds. ``install`` copies the checkout into the host
+and runs its install.sh there as an admin does (hooks, units, CLI, config and sysctl land in
+the box, never on the machine), then restarts libvirtd as install.sh says; ``uninstall``
+removes it again, inside the box too.
+
+What differs from an admin's host, and only this: the box's uplink is configured from outside
+after each boot (tests/lab/host.py), its packages come from the cached root (apt has nothing to
+install), libvirtd's debug log of commands, ``cgroup_controllers = [ ]`` in qemu.conf (this
+machine's read-only cgroup v1), and, under libvirt's nftables backend, the tc wrapper
+(tests/lab/tc_wrapper.sh: these kernels lack ``action csum``).
 """
 
 from __future__ import annotations
@@ -22,17 +29,20 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tests.e2e import ruleset
 from tests.installed import CLI, CONFIG, HOOK, INSTALLED_PATHS, REPO
 from tests.lab import guest as guest_module
 from tests.lab.host import Guest, Lab, ProbeResult
-from tests.lab.proc import LabError, command_env, namespace_pids
+from tests.lab.proc import LabError, namespace_pids
 
 SRC = Path("/root/libvirt-portfwd")  # the checkout's copy inside the lab host, where an admin clones it
 
 METADATA_URI = "urn:libvirt-portfwd:1"
-_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (\S+) : ", re.M)
+# A record of libvirtd's log: "DATE: THREAD: LEVEL : [FUNCTION:LINE : ]MESSAGE" (a daemon's first
+# lines, "libvirt version: ...", have no function).
+_LOG_RECORD = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+\+\d{4}: (\d+): \w+ : (?:(\S+) : )?", re.M)
 _HOOK_RUN = re.compile(re.escape(str(HOOK)) + r" (\S+) (\S+) (\S+) (\S+)\s*$")
 LIBVIRT_NFT_CHAINS = ("guest_output", "guest_input", "guest_cross", "guest_nat")  # where libvirt's rules are
 _HANDLE = re.compile(r"\s*# handle (\d+)$")
@@ -83,10 +93,17 @@ def install(lab: Lab) -> None:
     missing = [path for path in (HOOK, CLI, CONFIG) if path not in installed_paths(lab)]
     if missing:
         raise InstallError(f"install.sh succeeded but left no {', '.join(map(str, missing))}:\n{result.stdout}")
+    if lab.boot:
+        if RESTART_HINT not in result.stdout:
+            raise InstallError(f"install.sh did not say how libvirtd picks up the hooks:\n{result.stdout}")
+        lab.restart_libvirtd()  # as install.sh says (libvirtd had no hooks before)
+
+
+RESTART_HINT = "systemctl restart libvirtd"
 
 
 def install_sh(*args: str) -> list[str]:
-    """argv of the copied install.sh inside the lab host (no systemd runs there: it installs no units)."""
+    """argv of the copied install.sh inside the lab host."""
     return [str(SRC / "install.sh"), *args]
 
 
@@ -134,13 +151,21 @@ class StatusRow:
     live: str
 
 
+WATCH_UNIT = "libvirt-portfwd-watch.service"
+SYNC_UNIT = "libvirt-portfwd-sync.service"
+LOG_IDENTIFIER = "libvirt-portfwd"  # our lines in the journal (journalctl -t)
+
+
 class PortfwdLab(Lab):
-    """A Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers, and our
-    watcher running in the lab host as its systemd service would (these machines have no
-    systemd). Our ``backend: auto`` follows libvirt's, so ``firewall_backend`` is ours too."""
+    """A booted Lab whose libvirtd logs the commands it runs, with libvirt-portfwd helpers; our
+    watcher and boot sync are the units install.sh installed. Our ``backend: auto`` follows
+    libvirt's, so ``firewall_backend`` is ours too."""
 
     install_started = False  # install.sh ran (so a failed start has something to remove)
-    watcher: subprocess.Popen[bytes] | None = None
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs.setdefault("boot", True)
+        super().__init__(**kwargs)
 
     @property
     def backend(self) -> str:
@@ -159,40 +184,34 @@ class PortfwdLab(Lab):
         self.stop_watcher()
         super().close()
 
-    # --- the watcher (libvirt-portfwd watch) -------------------------------------------------
-
-    @property
-    def watcher_log(self) -> Path:
-        return self.workdir / "watch.log"
+    # --- the watcher (its unit) and the journal --------------------------------------------------
 
     def start_watcher(self, timeout: float = 10.0) -> None:
-        """``libvirt-portfwd watch`` in the lab host; returns once it follows the ruleset."""
-        if self.watcher is not None:
-            return
-        with open(self.watcher_log, "ab") as log:
-            self.watcher = subprocess.Popen(
-                self.host_argv([str(CLI), "watch"]),
-                env=command_env(),
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
+        """``systemctl start`` the watcher's unit; returns once it follows the ruleset."""
+        self.box.systemctl("start", WATCH_UNIT)
         deadline = time.monotonic() + timeout
         while not self._monitor_running():
-            if self.watcher.poll() is not None or time.monotonic() > deadline:
-                raise LabError(f"libvirt-portfwd watch did not start: {self.watcher_log.read_text()[-2000:]}")
+            if time.monotonic() > deadline:
+                raise LabError(f"{WATCH_UNIT} runs no nft monitor: {self.watcher_output()[-2000:]}")
             time.sleep(0.05)
 
     def stop_watcher(self) -> None:
-        watcher, self.watcher = self.watcher, None
-        if watcher is not None and watcher.poll() is None:
-            watcher.terminate()
-            try:
-                watcher.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                watcher.kill()
-                watcher.wait(timeout=10)
+        if self.boot and self._root is not None and self._root.running:
+            self.box.systemctl("stop", WATCH_UNIT, check=False)
+
+    def unit_state(self, unit: str) -> dict[str, str]:
+        """``systemctl show`` of a unit: ActiveState, SubState, Result, ExecMainStatus, NRestarts."""
+        keys = "ActiveState,SubState,Result,ExecMainStatus,NRestarts,UnitFileState"
+        shown = self.box.systemctl("show", "-p", keys, unit, check=False).stdout
+        return dict(line.split("=", 1) for line in shown.splitlines() if "=" in line)
+
+    def watcher_output(self) -> str:
+        """What the watcher's unit wrote (its journal, this boot)."""
+        return self.box.journal("-b", "-o", "cat", "-u", WATCH_UNIT)
+
+    def our_journal(self, *args: str) -> list[str]:
+        """Our lines in the journal (``journalctl -t libvirt-portfwd``), message only."""
+        return self.box.journal("-o", "cat", "-t", LOG_IDENTIFIER, *args).splitlines()
 
     def _monitor_running(self) -> bool:
         for pid in self.pids():
@@ -207,7 +226,7 @@ class PortfwdLab(Lab):
 
     @property
     def libvirtd_log(self) -> Path:
-        return self.workdir / "libvirtd.log"
+        return self.workdir / "libvirtd.log"  # across reboots: libvirtd appends
 
     def _daemon_env(self) -> dict[str, str]:
         env = super()._daemon_env()
@@ -228,7 +247,7 @@ class PortfwdLab(Lab):
         pending: dict[str, int] = {}  # thread -> index in runs of the run awaiting its result
         for i, match in enumerate(starts):
             body = text[match.end() : starts[i + 1].start() if i + 1 < len(starts) else len(text)]
-            thread, where = match.group(1), match.group(2)
+            thread, where = match.group(1), match.group(2) or ""
             hook = _HOOK_RUN.search(body) if where.startswith("virCommandRunAsync") else None
             if hook is not None:
                 pending[thread] = len(runs)

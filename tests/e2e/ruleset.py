@@ -132,12 +132,12 @@ def accept_order_problems(lines: list[str], backend: str) -> list[str]:
         return problems
     guest_input = [line for line in lines if line.startswith(GATE_CHAIN) and ": hook " not in line]
     gates = [i for i, line in enumerate(guest_input) if OURS.search(line)]
-    jumps = [
+    nft_jumps = [
         line
         for line in lines
         if line.startswith(OUR_TABLE) and line.endswith('jump forwards comment "libvirt-portfwd"')
     ]
     problems = [] if gates == [0] else [f"our gate is not (only) first in libvirt's guest_input: {guest_input}"]
-    if len(jumps) != 2:
-        problems.append(f"jumps to our forwards chain (prerouting, output): {jumps}")
+    if len(nft_jumps) != 2:
+        problems.append(f"jumps to our forwards chain (prerouting, output): {nft_jumps}")
     return problems

@@ -1,14 +1,16 @@
-"""libvirt-portfwd end to end: install.sh, a real libvirtd, real guests, real traffic.
+"""libvirt-portfwd end to end on stock hosts: install.sh, a real libvirtd, real guests, real traffic.
 
-The client namespace (203.0.113.2) plays the internet and reaches the lab host's uplink
-address 203.0.113.1; the guests serve HTTP on 80 and 443 and UDP echo on 5353 and 5354.
-Forwards are declared the ways a user declares them: ``virsh metadata ... --set`` as the
-README says, or the YAML config. Every scenario runs under both of libvirt's firewall
-backends (conftest.py), with our ``backend: auto`` following it and our watcher running.
-One long-lived guest, web1, serves the scenarios that only need a running VM with the
-guide's forwards; every other VM and every config change is undone by the test that made
-it. Timings are printed (``-s`` or ``-rA``) and summed up at the end of the run ("e2e lab
-timings").
+Each scenario runs on each stock host of conftest.HOSTS: a Debian 12 and a Debian 13 root
+booted with systemd as PID 1 (tests/lab/box.py), libvirt-portfwd installed by its install.sh
+as an admin runs it, libvirtd, our watcher and boot sync started by systemd; on Debian 13
+under both of libvirt's firewall backends, with our ``backend: auto`` following it. The client
+namespace (203.0.113.2) plays the internet and reaches the host's uplink address 203.0.113.1;
+the guests serve HTTP on 80 and 443 and UDP echo on 5353 and 5354. Forwards are declared the
+ways a user declares them: ``virsh metadata ... --set`` as the README says, or the YAML
+config. One long-lived guest, web1, serves the scenarios that only need a running VM with the
+guide's forwards; every other VM and every config change is undone by the test that made it.
+Timings are printed (``-s`` or ``-rA``) and summed up at the end of the run ("e2e lab
+timings"). The reboot and the upgrade have hosts of their own (test_reboot.py, test_upgrade.py).
 """
 
 from __future__ import annotations
@@ -27,10 +29,24 @@ from tests.e2e.portfwd_lab import (
     port_forward,
     portfwd_metadata,
     random_mac,
-    wait_for_answer,
     write_config,
 )
 from tests.e2e.ruleset import dnat_targets, duplicates, uuids
+from tests.e2e.scenario import (
+    FORWARD_TIMEOUT,
+    GONE_TIMEOUT,
+    HOST,
+    LEASE_TIMEOUT,
+    http,
+    note,
+    rules_of,
+    start,
+    status_rows,
+    udp,
+    wait_http,
+    wait_udp,
+    wait_until,
+)
 from tests.installed import CONFIG, RUN_DIR
 from tests.lab.guest import mac_for
 from tests.lab.host import Guest, ProbeResult
@@ -38,14 +54,8 @@ from tests.lab.proc import CommandError, LabError
 
 pytestmark = pytest.mark.e2e
 
-HOST = "203.0.113.1"  # the lab host's uplink address (Lab.host_addr)
-PAYLOAD = b"ping"
-LEASE_TIMEOUT = 90.0  # functional bounds, not speed targets
-FORWARD_TIMEOUT = 30.0
-GONE_TIMEOUT = 10.0
 BACK_WITHIN = 2.0  # the issue's bound for forwards to work again after others rebuilt the firewall
 HOLD = 2.0  # ...and they must keep working for this long afterwards
-PROBE_TIMEOUT = 1.0
 # The guide's case (README "After"), plus UDP on every local address.
 WEB1_METADATA = portfwd_metadata(
     port_forward("tcp", [(20443, 443), (2080, 80)], address=HOST),
@@ -54,39 +64,6 @@ WEB1_METADATA = portfwd_metadata(
 
 
 # --- helpers --------------------------------------------------------------------------------------
-
-
-def note(lab: PortfwdLab, key: str, seconds: float, detail: str = "") -> None:
-    """Print a timing and keep it for the run's summary."""
-    lab.timings[key] = seconds
-    print(f"{key}: {seconds:.2f} s{' (' + detail + ')' if detail else ''}", flush=True)
-
-
-def http(lab: PortfwdLab, port: int, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
-    """GET / from the client to the lab host's public address."""
-    return lab.http_probe(lab.client_ns, lab.host_addr, port, timeout)
-
-
-def udp(lab: PortfwdLab, port: int, timeout: float = PROBE_TIMEOUT) -> ProbeResult:
-    return lab.udp_probe(lab.client_ns, lab.host_addr, port, PAYLOAD, timeout)
-
-
-def wait_http(lab: PortfwdLab, port: int, guest: Guest, guest_port: int, timeout: float = FORWARD_TIMEOUT) -> float:
-    return wait_for_answer(
-        lambda: http(lab, port),
-        guest.http_body(guest_port).encode(),
-        timeout,
-        f"client -> {lab.host_addr}:{port} (tcp, {guest.name}:{guest_port})",
-    )
-
-
-def wait_udp(lab: PortfwdLab, port: int, guest: Guest, guest_port: int, timeout: float = FORWARD_TIMEOUT) -> float:
-    return wait_for_answer(
-        lambda: udp(lab, port),
-        guest.udp_reply(guest_port, PAYLOAD),
-        timeout,
-        f"client -> {lab.host_addr}:{port} (udp, {guest.name}:{guest_port})",
-    )
 
 
 def wait_web1(lab: PortfwdLab, web1: Guest, timeout: float = FORWARD_TIMEOUT) -> float:
@@ -115,7 +92,7 @@ def back_within(lab: PortfwdLab, guest: Guest, began: float, what: str) -> float
 
 
 def watcher_rebuilds(lab: PortfwdLab) -> int:
-    return lab.watcher_log.read_text().count("rules rebuilt")
+    return lab.watcher_output().count("rules rebuilt")
 
 
 def assert_silent(lab: PortfwdLab, what: str, *probes: Callable[[], ProbeResult]) -> None:
@@ -124,34 +101,9 @@ def assert_silent(lab: PortfwdLab, what: str, *probes: Callable[[], ProbeResult]
         assert not result.ok, f"{what}: a forwarded port still answers: {result.answer!r}"
 
 
-def start(lab: PortfwdLab, guest: Guest) -> tuple[float, float]:
-    """virsh start, then wait for the first NIC's new lease: (virsh start s, start -> lease s)."""
-    began = time.monotonic()
-    virsh_start = lab.start_domain(guest.name)
-    guest.address = lab.wait_for_lease(guest.macs[0], LEASE_TIMEOUT, domain=guest.name)
-    return virsh_start, time.monotonic() - began
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> float:
-    began = time.monotonic()
-    while not predicate():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(0.1)
-    return time.monotonic() - began
-
-
-def rules_of(lab: PortfwdLab, uuid: str) -> list[str]:
-    return [line for line in lab.our_rules() if uuid in line]
-
-
 def assert_one_accept_on_top(lab: PortfwdLab, lines: list[str]) -> None:
     problems = lab.ours_on_top(lines)
     assert not problems, problems
-
-
-def status_rows(lab: PortfwdLab, domain: str) -> list[tuple[str, str, str, str]]:
-    return sorted((r.forward, r.guest, r.state, r.live) for r in lab.status() if r.domain == domain)
 
 
 # --- fixtures -------------------------------------------------------------------------------------
@@ -605,3 +557,30 @@ def test_config_forward_to_the_second_nic(portfwd_lab: PortfwdLab, vms: Vms, con
     )
     lab.destroy("dual")
     wait_until(lambda: rules_of(lab, dual.uuid) == [], GONE_TIMEOUT, "dual's rules to go")
+
+
+def test_changes_are_in_the_journal(portfwd_lab: PortfwdLab, web1_up: Guest) -> None:
+    """12. What changed is in the host's journal under our identifier (``journalctl -t
+    libvirt-portfwd``), as journald got it from the hook's syslog line: a stop removes web1's
+    forwards, a start makes each live, a libvirtd restart's reconnect says what it found; the
+    watcher's unit started with the host and says so too."""
+    lab = portfwd_lab
+    seen = len(lab.our_journal())
+    lab.destroy("web1")
+    wait_until(lambda: rules_of(lab, web1_up.uuid) == [], GONE_TIMEOUT, "web1's rules to go")
+    start(lab, web1_up)
+    wait_web1(lab, web1_up, LEASE_TIMEOUT)
+    lab.restart_libvirtd()
+    wait_until(
+        lambda: any("web1: reconnect: " in line for line in lab.our_journal()[seen:]), 10.0, "the reconnect line"
+    )
+    lines = lab.our_journal()[seen:]
+    print("s12 journal:\n" + "\n".join(lines))
+    assert any(line.startswith("web1: forwards removed (3 recorded)") for line in lines), lines
+    for claim, target in ((f"tcp {HOST}:2080", "80"), (f"tcp {HOST}:20443", "443"), ("udp *:5353", "5353")):
+        live = f"web1: forward {claim} -> {web1_up.address}:{target} live ({lab.backend})"
+        assert live in lines, (live, lines)
+    assert any(line.startswith("web1: started: ") for line in lines), lines
+    assert any(line.startswith("web1: reconnect: ") for line in lines), lines
+    assert "watcher started" in lab.our_journal("-b")
+    assert lab.unit_state("libvirt-portfwd-watch.service")["ActiveState"] == "active"

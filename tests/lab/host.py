@@ -48,6 +48,7 @@ from typing import Any
 from ..names import unique_suffix
 from . import guest as guest_module
 from . import rootfs as rootfs_module
+from .box import Box, remove_cgroups
 from .guest import GuestImage, GuestSpec
 from .hostroot import Bind, HostRoot
 from .proc import (
@@ -84,6 +85,12 @@ PREFIX_LEN = 24
 HOST_UPLINK = "uplink0"
 CLIENT_IF = "eth0"
 DAEMONS = ("libvirtd", "virtlogd")  # started with -d -p PID_DIR/NAME.pid; comm == NAME
+LIBVIRTD_UNIT = "libvirtd.service"  # in a box (Debian 12 and 13 ship the monolithic daemon, enabled)
+LIBVIRTD_CONF = Path("/etc/libvirt/libvirtd.conf")
+LOG_SETTINGS = {"LIBVIRT_LOG_FILTERS": "log_filters", "LIBVIRT_LOG_OUTPUTS": "log_outputs"}
+# A host as Debian boots it has no br_netfilter (bridged frames skip iptables); this machine's
+# kernel has it built in, on by default in every new network namespace.
+BOX_SYSCTLS = ("net.bridge.bridge-nf-call-iptables=0", "net.bridge.bridge-nf-call-ip6tables=0")
 MACHINE_COMMANDS = ("ip", "nsenter", "unshare")  # the machine's own tools the lab uses
 
 
@@ -224,6 +231,9 @@ def clean_stale_labs() -> None:
             LOG.warning("cleaning up a stale lab: %s", stale)
             namespaces = [str(stale.get(key, "")) for key in ("host_ns", "client_ns")]
             delete_namespaces([ns for ns in namespaces if ns.startswith(("pfhost-", "pfclient-"))])
+            if namespaces[0].startswith("pfhost-"):  # a box was killed with its network namespace
+                with contextlib.suppress(LabError, OSError):
+                    remove_cgroups(namespaces[0])
             for key in ("scratch", "temp_workdir"):
                 directory = str(stale.get(key, ""))
                 if directory.startswith("/var/tmp/libvirt-portfwd-lab-"):
@@ -251,6 +261,11 @@ class Lab:
             e.g. to run install.sh so libvirtd finds the hooks at start.
         keep_workdir: keep a workdir the lab made at close (one passed in is always kept).
         lock_timeout: seconds to wait for another test run building the same root.
+        boot: boot the root as a whole host with systemd as PID 1 (tests/lab/box.py): systemd
+            starts libvirtd, virtlogd, libvirt-guests and the rest as Debian enabled them, and
+            ``reboot`` works; ``before_libvirtd`` then runs after boot (libvirtd already runs),
+            and ``path_prepend`` is refused (systemd's PATH: the tc wrapper goes to
+            /usr/local/sbin, first in it). Without: libvirtd and virtlogd started by hand in a chroot.
     """
 
     def __init__(
@@ -264,8 +279,12 @@ class Lab:
         before_libvirtd: Callable[[Lab], None] | None = None,
         keep_workdir: bool = False,
         lock_timeout: float = rootfs_module.BUILD_TIMEOUT,
+        boot: bool = False,
     ) -> None:
         self.suffix = suffix or unique_suffix()
+        self.boot = boot
+        if boot and path_prepend:
+            raise LabError("path_prepend: a booted lab's libvirtd has systemd's PATH")
         self.host_ns = f"pfhost-{self.suffix}"
         self.client_ns = f"pfclient-{self.suffix}"
         self.host_addr = HOST_ADDR
@@ -285,7 +304,7 @@ class Lab:
         self.timings: dict[str, float] = {}
         self.guests: dict[str, Guest] = {}
         self.rootfs: rootfs_module.Rootfs | None = None
-        self._root: HostRoot | None = None
+        self._root: HostRoot | Box | None = None
         self._own_workdir = workdir is None
         self._workdir_arg = workdir
         self.workdir = Path()
@@ -311,14 +330,23 @@ class Lab:
             self._timed("rootfs", self._find_rootfs)
             self._register()
             self._make_workdir()
-            self._write_libvirt_config()
-            self._create_namespaces()
-            self._timed("root_up", self._start_root)
-            if self.before_libvirtd is not None:
-                self.before_libvirtd(self)
-            self._timed("virtlogd_start", self._start_virtlogd)
-            self._timed("libvirtd_start", self.start_libvirtd)
-            self._timed("network_start", self._start_network)
+            if self.boot:
+                self._make_box()
+                self._write_libvirt_config()
+                self._create_client_namespace()
+                self._timed("boot", self._boot)
+                if self.before_libvirtd is not None:
+                    self.before_libvirtd(self)
+            else:
+                self._write_libvirt_config()
+                self._create_client_namespace()
+                self._link_host(["ip", "netns", "add", self.host_ns])
+                self._timed("root_up", self._start_root)
+                if self.before_libvirtd is not None:
+                    self.before_libvirtd(self)
+                self._timed("virtlogd_start", self._start_virtlogd)
+                self._timed("libvirtd_start", self.start_libvirtd)
+                self._timed("network_start", self._start_network)
         except BaseException:
             with contextlib.suppress(LabError):
                 self.close()
@@ -330,7 +358,7 @@ class Lab:
         """Tear everything down; every step is tried, errors are collected and raised together."""
         errors: list[str] = []
         if self._record is not None:
-            if self._root is not None and self._root.running:
+            if self._root is not None and self._root.running and not self.boot:  # a box just stops
                 if (self._record.domains or self._network_started) and self.libvirtd_pid() is None:
                     self._collect(errors, self.start_libvirtd)  # a test stopped it: clean up through it
                 self._collect(errors, self._remove_domains)
@@ -405,6 +433,9 @@ class Lab:
         self.workdir.chmod(0o755)
 
     def _write_libvirt_config(self) -> None:
+        if self.boot:
+            self._seed_box_config()
+            return
         if self.firewall_backend == "nftables":
             bin_dir = self.workdir / "bin"
             bin_dir.mkdir(exist_ok=True)
@@ -421,8 +452,68 @@ class Lab:
             with open(self.path(LIBVIRT_NETWORK_CONF), "a") as conf:
                 conf.write(f'\n# libvirt-portfwd lab\nfirewall_backend = "{self.firewall_backend}"\n')
 
+    # --- a booted host (tests/lab/box.py) ---------------------------------------------------------
+
+    def _make_box(self) -> None:
+        assert self.rootfs is not None and self._record is not None
+        self._root = Box(self.rootfs, self.host_ns, Path(self._record.scratch), [Bind(self.workdir, False)])
+
     @property
-    def root(self) -> HostRoot:
+    def box(self) -> Box:
+        """The booted host (a booted lab only)."""
+        if not isinstance(self._root, Box):
+            raise LabError("this lab is not booted (Lab(boot=True))")
+        return self._root
+
+    def _seed_box_config(self) -> None:
+        """What the lab changes of the host before its first boot, each written once: libvirt's
+        firewall backend, the tc wrapper where it is needed, libvirtd's log settings."""
+        box = self.box
+        if self.firewall_backend is not None and len(RELEASE_FIREWALLS[self.release]) > 1:
+            setting = f'# libvirt-portfwd lab\nfirewall_backend = "{self.firewall_backend}"\n'
+            box.seed(LIBVIRT_NETWORK_CONF, f"{box.lower_text(LIBVIRT_NETWORK_CONF)}\n{setting}")
+        if self.firewall_backend == "nftables":
+            box.seed("/usr/local/sbin/tc", TC_WRAPPER.read_text(), 0o755)
+        env = self._daemon_env()
+        settings = {LOG_SETTINGS[key]: value for key, value in env.items() if key in LOG_SETTINGS}
+        if "log_outputs" in settings:
+            settings["log_outputs"] += " 3:journald"  # and the journal, as packaged
+        if settings:
+            lines = "".join(f'{key} = "{value}"\n' for key, value in settings.items())
+            box.seed(LIBVIRTD_CONF, f"{box.lower_text(LIBVIRTD_CONF)}\n# libvirt-portfwd lab\n{lines}")
+
+    def _boot(self) -> None:
+        """Boot the host, link its new network namespace to the client, wait for libvirt."""
+        box = self.box
+        box.start()
+        self._link_host(["ip", "netns", "attach", self.host_ns, str(box.pid)])
+        for setting in BOX_SYSCTLS:
+            self.run_in_host(["sysctl", "-qw", setting], check=False)  # absent without br_netfilter
+        self.wait_for_libvirtd()
+        self._start_network()
+
+    def poweroff(self) -> float:
+        """Shut the booted host down as an admin does (``systemctl poweroff``); its network
+        namespace goes with it. Returns the seconds it took."""
+        seconds = self.box.poweroff()
+        run(["ip", "netns", "del", self.host_ns])  # the name held it; the veth goes with it
+        self.timings[f"poweroff {self.box.boots}"] = seconds
+        return seconds
+
+    def power_on(self) -> float:
+        """Boot the same host again (after ``poweroff``: a reboot). Returns the seconds until
+        systemd was up, libvirtd answered and the network was active."""
+        began = time.monotonic()
+        self._boot()
+        self.timings[f"boot {self.box.boots}"] = seconds = time.monotonic() - began
+        return seconds
+
+    def reboot(self) -> float:
+        """poweroff, then power_on; returns the seconds of both."""
+        return self.poweroff() + self.power_on()
+
+    @property
+    def root(self) -> HostRoot | Box:
         """The running root (commands and paths inside the lab host)."""
         if self._root is None:
             raise LabError("the lab is not running")
@@ -434,14 +525,19 @@ class Lab:
 
     # --- namespaces ----------------------------------------------------------------------------
 
-    def _create_namespaces(self) -> None:
-        run(["ip", "netns", "add", self.host_ns])
+    def _create_client_namespace(self) -> None:
         run(["ip", "netns", "add", self.client_ns])
+        run(["ip", "-n", self.client_ns, "link", "set", "lo", "up"])
+
+    def _link_host(self, name_host: Sequence[str]) -> None:
+        """Name the host's network namespace (``ip netns add``, or ``attach`` a booted host's) and
+        link it to the client: the uplink, both addresses, the client's default route."""
+        run(name_host)
         host, client = ["ip", "-n", self.host_ns], ["ip", "-n", self.client_ns]
         run([*host, "link", "add", HOST_UPLINK, "type", "veth", "peer", "name", CLIENT_IF, "netns", self.client_ns])
         run([*host, "addr", "add", f"{HOST_ADDR}/{PREFIX_LEN}", "dev", HOST_UPLINK])
         run([*client, "addr", "add", f"{CLIENT_ADDR}/{PREFIX_LEN}", "dev", CLIENT_IF])
-        for ns_ip, ifname in ((host, HOST_UPLINK), (host, "lo"), (client, CLIENT_IF), (client, "lo")):
+        for ns_ip, ifname in ((host, HOST_UPLINK), (host, "lo"), (client, CLIENT_IF)):
             run([*ns_ip, "link", "set", ifname, "up"])
         run([*client, "route", "add", "default", "via", HOST_ADDR])
 
@@ -517,26 +613,41 @@ class Lab:
         self._spawn_daemon("virtlogd")
 
     def start_libvirtd(self, timeout: float = 120.0) -> None:
-        """Start libvirtd in the lab host and wait until it answers."""
-        self._spawn_daemon("libvirtd")
+        """Start libvirtd in the lab host (by hand, or systemd's unit) and wait until it answers."""
+        if self.boot:
+            self.box.systemctl("start", LIBVIRTD_UNIT, timeout=timeout)
+        else:
+            self._spawn_daemon("libvirtd")
         self.wait_for_libvirtd(timeout)
 
     def stop_libvirtd(self) -> None:
-        stop_daemon(self._pidfile("libvirtd"), "libvirtd")
+        if self.boot:
+            self.box.systemctl("stop", LIBVIRTD_UNIT)
+        else:
+            stop_daemon(self._pidfile("libvirtd"), "libvirtd")
 
     def restart_libvirtd(self, timeout: float = 120.0) -> float:
-        """Stop and start libvirtd (running guests survive); returns the seconds it took."""
+        """Stop and start libvirtd (running guests survive; ``systemctl restart`` in a booted
+        host); returns the seconds it took."""
         began = time.monotonic()
-        self.stop_libvirtd()
-        self.start_libvirtd(timeout)
+        if self.boot:
+            self.box.systemctl("restart", LIBVIRTD_UNIT, timeout=timeout)
+            self.wait_for_libvirtd(timeout)
+        else:
+            self.stop_libvirtd()
+            self.start_libvirtd(timeout)
         return time.monotonic() - began
 
     def sighup_libvirtd(self, settle: float = 0.5) -> None:
-        """Send SIGHUP (libvirtd rescans hooks and reloads drivers), then wait until it answers."""
-        pid = self.libvirtd_pid()
-        if pid is None:
-            raise LabError("libvirtd is not running")
-        os.kill(pid, signal.SIGHUP)
+        """SIGHUP libvirtd (it rescans hooks and rebuilds its networks' firewall; ``systemctl
+        reload`` in a booted host), then wait until it answers."""
+        if self.boot:
+            self.box.systemctl("reload", LIBVIRTD_UNIT)
+        else:
+            pid = self.libvirtd_pid()
+            if pid is None:
+                raise LabError("libvirtd is not running")
+            os.kill(pid, signal.SIGHUP)
         time.sleep(settle)
         self.wait_for_libvirtd(30.0)
 
@@ -548,9 +659,12 @@ class Lab:
             self.sighup_libvirtd()
 
     def libvirtd_pid(self) -> int | None:
-        """The pid of the lab's running libvirtd, or None."""
+        """The pid of the lab's running libvirtd (in a booted host: as the host sees it), or None."""
         if self._root is None or not self._root.running:
             return None
+        if self.boot:
+            main = self.box.systemctl("show", "-p", "MainPID", "--value", LIBVIRTD_UNIT, check=False).stdout.strip()
+            return int(main) if main.isdigit() and main != "0" else None
         pid = read_pid(self._pidfile("libvirtd"))
         return pid if pid is not None and process_name(pid) == "libvirtd" else None
 
@@ -590,7 +704,14 @@ class Lab:
         return self.run_in_host(["virsh", "-c", LIBVIRT_URI, *args], check=check, timeout=timeout, input=input)
 
     def _start_network(self) -> None:
-        """The root autostarts "default" as an installed host does; start it if it is not up."""
+        """The root autostarts "default" as an installed host does; start it if it is not up
+        (a booted host must have autostarted it: it is only waited for)."""
+        if self.boot:
+            self._wait_until(
+                lambda: _field(self.virsh("net-info", self.network, check=False).stdout, "Active") == "yes",
+                60.0,
+                f"libvirt to autostart network {self.network!r} at boot",
+            )
         if self.virsh("net-info", self.network, check=False).returncode != 0:
             self.virsh("net-define", str(NETWORK_TEMPLATE))
         state = self.virsh("net-info", self.network).stdout

@@ -36,7 +36,42 @@ class Bind:
     read_only: bool = True
 
 
-class HostRoot:
+class Inside:
+    """Commands and paths inside a running root (HostRoot, or a booted tests.lab.box.Box), from
+    its ``argv`` and the ``pid`` whose namespaces they enter."""
+
+    pid: int | None
+
+    def argv(
+        self, argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, network: bool = True
+    ) -> list[str]:
+        raise NotImplementedError
+
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        check: bool = True,
+        timeout: float = 60.0,
+        input: str | None = None,
+        env: Mapping[str, str] | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        network: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run argv inside (LC_ALL=C, the system PATH plus env; without network: in the
+        machine's network namespace)."""
+        inside = self.argv(argv, cwd, network=network)
+        return run(inside, check=check, timeout=timeout, input=input, env=command_env(env))
+
+    def path(self, inside: str | os.PathLike[str]) -> Path:
+        """Where a path inside is, seen from the test process (through /proc/PID/root).
+        An absolute symbolic link in it resolves on the machine: check links with is_symlink()."""
+        if self.pid is None:
+            raise LabError("the root is not running")
+        return Path(f"/proc/{self.pid}/root") / Path(inside).relative_to("/")
+
+
+class HostRoot(Inside):
     """A running private root; ``start`` needs the network namespace to exist."""
 
     def __init__(self, rootfs: Rootfs, netns: str, scratch: Path, binds: Sequence[Bind] = ()) -> None:
@@ -104,30 +139,11 @@ class HostRoot:
 
     # --- inside -------------------------------------------------------------------------------
 
-    def argv(self, argv: Sequence[str], cwd: str | os.PathLike[str] | None = None) -> list[str]:
-        """argv run inside the root: its mount and network namespaces, chrooted, in cwd (default /)."""
+    def argv(
+        self, argv: Sequence[str], cwd: str | os.PathLike[str] | None = None, *, network: bool = True
+    ) -> list[str]:
+        """argv run inside the root: its mount (and network) namespace, chrooted, in cwd (default /)."""
         if self.pid is None:
             raise LabError("the lab root is not running")
         chdir = ["env", "-C", str(cwd)] if cwd is not None else []  # nsenter's --wd resolves outside
-        return ["nsenter", "-t", str(self.pid), "-m", "-n", "-r", "-w", "--", *chdir, *argv]
-
-    def run(
-        self,
-        argv: Sequence[str],
-        *,
-        check: bool = True,
-        timeout: float = 60.0,
-        input: str | None = None,
-        env: Mapping[str, str] | None = None,
-        cwd: str | os.PathLike[str] | None = None,
-    ) -> subprocess.CompletedProcess[str]:
-        """Run argv inside the root (LC_ALL=C, the system PATH plus env)."""
-        return run(self.argv(argv, cwd), check=check, timeout=timeout, input=input, env=command_env(env))
-
-    def path(self, inside: str | os.PathLike[str]) -> Path:
-        """Where a path of the root is, seen from the test process (through /proc/PID/root).
-        An absolute symbolic link in it resolves on the machine: check links with is_symlink()."""
-        if self.pid is None:
-            raise LabError("the lab root is not running")
-        relative = Path(inside).relative_to("/")
-        return Path(f"/proc/{self.pid}/root") / relative
+        return ["nsenter", "-t", str(self.pid), "-m", *(["-n"] if network else []), "-r", "-w", "--", *chdir, *argv]
