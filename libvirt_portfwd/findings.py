@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 
 OK, FAIL, WARN, INFO = "ok", "fail", "warn", "info"  # a finding's severity: fail makes a forward not work
 SEVERITIES = (OK, FAIL, WARN, INFO)
+FIREWALL = "firewall"  # the subject of a finding about our rules as a whole, not one domain
 
 
 @dataclass(frozen=True)
@@ -32,3 +33,8 @@ class Finding:
 
     def as_json(self) -> dict[str, str]:
         return asdict(self)
+
+
+def firewall(id: str, severity: str, summary: str, evidence: str = "", fix: str = "") -> Finding:
+    """A finding about the firewall as a whole (subject ``firewall``)."""
+    return Finding(id, severity, FIREWALL, summary, evidence, fix)

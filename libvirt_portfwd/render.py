@@ -37,6 +37,8 @@ def template_dir() -> str:
 def environment() -> "jinja2.Environment":
     import jinja2
 
+    from .backends.nft_text import gate_deletion
+
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(template_dir()),
         undefined=jinja2.StrictUndefined,
@@ -55,6 +57,7 @@ def environment() -> "jinja2.Environment":
         quote=quote,
         elements=format_elements,
         shifted=format_shifted,
+        gate_deletion=gate_deletion,
     )
     env.globals.update(
         dispatch=names.DISPATCH_CHAIN,

@@ -58,7 +58,7 @@ def _remove_rules(uuid: str, data: state.Data, others: int, paths: Paths) -> Non
     prerendered = (data.get("teardown") or {}).get("last" if others == 0 else "other")
     if prerendered is not None:
         try:
-            backend.apply(backend.bind(prerendered))
+            backend.apply(backend.bind(prerendered, last=others == 0))
             return
         except FirewallError:
             pass  # refused as a whole, so nothing changed: someone edited our rules

@@ -2,6 +2,7 @@
 
 from typing import Protocol
 
+from ..findings import Finding
 from ..model import Plan
 
 
@@ -25,9 +26,10 @@ class Backend(Protocol):
         the firewall; if the firewall was changed meanwhile, that is refused whole, and teardown
         rebuilds from the records instead."""
 
-    def bind(self, removal: str) -> str:
-        """A prerendered removal with what only the firewall at removal time knows filled in
-        (nftables: the handles of our gate in libvirt's chain). Renders nothing: stop path."""
+    def bind(self, removal: str, last: bool = False) -> str:
+        """A prerendered removal with what only the firewall at removal time knows added (the
+        ``last`` one under nftables: the deletion of our gate, by the handles it has now).
+        Renders nothing: stop path."""
 
     def rebuild(self, plans: list[Plan]) -> str:
         """Render the transaction that makes all of our rules exactly ``plans`` (sync, repair)."""
@@ -40,3 +42,7 @@ class Backend(Protocol):
 
     def owners(self) -> set[str]:
         """UUIDs of the domains that have any rule of ours now, reachable or not."""
+
+    def findings(self, live: dict[str, str]) -> list[Finding]:
+        """What the firewall read back says of our rules as a whole, and of each domain recorded
+        live (uuid -> name): present, in order, reached; counters where they are kept."""

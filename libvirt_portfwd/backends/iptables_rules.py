@@ -1,4 +1,5 @@
-"""iptables backend, its rules: what a change reads, and the transaction it renders.
+"""iptables backend, its rules (pure): the transaction a change renders, and what the tables read
+back (xt_listing) say of our rules.
 
 nat:    PREROUTING  -> PORTFWD -> PF<uuid in base32>   DNAT (and mark connections from a guest bridge)
         OUTPUT      -> PORTFWD                         the host reaching its own public address
@@ -13,12 +14,11 @@ big the ruleset is) and writes one domain chain, so its cost does not grow with 
 import itertools
 import shlex
 from dataclasses import dataclass, field
-from functools import cache
 
 from .. import names
-from ..errors import FirewallError
+from ..findings import FAIL, INFO, OK, WARN, Finding, firewall
 from ..model import Plan
-from ..run import run, run_all
+from .xt_listing import XtRuleset
 
 LIBVIRT_CHAIN_PREFIX = "LIBVIRT_"
 TAG = names.tag()
@@ -134,27 +134,7 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
 
 
 def render_removals(uuid: str) -> dict[str, str]:
-    """The removal against the firewall as render_change() leaves it: our rules there, once.
-
-    It depends on nothing but the UUID, so it is rendered once for a stand-in UUID and the
-    UUID-derived names are put in (sync prerenders it for every running domain).
-    """
-    pattern = _removal_pattern()
-    chain, tag = names.domain_chain(uuid), names.tag(uuid)
-    return {k: v.replace(STANDIN_CHAIN, chain).replace(STANDIN_TAG, tag) for k, v in pattern.items()}
-
-
-STANDIN = "00000000-0000-4000-8000-000000000000"
-STANDIN_CHAIN = names.domain_chain(STANDIN)
-STANDIN_TAG = names.tag(STANDIN)
-
-
-@cache
-def _removal_pattern() -> dict[str, str]:
-    return _render_removals(STANDIN)
-
-
-def _render_removals(uuid: str) -> dict[str, str]:
+    """The removal against the firewall as render_change() leaves it: our rules there, once."""
     chain = names.domain_chain(uuid)
     jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
     after = {
@@ -172,51 +152,130 @@ def _render(tx: Transaction) -> str:
     return render("iptables.j2", cached=len(tx.plans) <= 1, tx=tx, mark=MARK)  # one domain, not a rebuild
 
 
-def observe_chains() -> dict[str, Observed]:
-    """Read our hook chains and dispatch chains (``iptables -S`` per chain, side by side)."""
-    argvs = [["iptables", "-w", "-t", h.table, "-S", h.chain] for h in HOOK_RULES]
-    argvs += [["iptables", "-w", "-t", table, "-S", names.DISPATCH_CHAIN] for table in TABLES]
-    results = run_all(argvs)
-    for argv, (code, _, err) in zip(argvs[: len(HOOK_RULES)], results[: len(HOOK_RULES)], strict=True):
-        if code != 0:
-            raise FirewallError(argv, code, err)
+def observed_chains(listings: dict[tuple[str, str], str | None]) -> dict[str, Observed]:
+    """What a change reads: (table, chain) -> its ``iptables -S CHAIN`` listing (None: no such
+    chain), for the hook chains and the dispatch chain of both tables."""
     observed = {}
-    for i, table in enumerate(TABLES):
-        dispatch_code, dispatch_out, _ = results[len(HOOK_RULES) + i]
-        hook_out = "".join(out for h, (_, out, _) in zip(HOOK_RULES, results, strict=False) if h.table == table)
+    for table in TABLES:
+        hook_rules = [r for chain in HOOKS[table] for r in _rules(listings.get((table, chain)) or "")]
+        dispatch = listings.get((table, names.DISPATCH_CHAIN))
         observed[table] = Observed(
-            hook_rules=tuple(_rules(hook_out)),
-            dispatch_rules=tuple(_rules(dispatch_out)) if dispatch_code == 0 else None,
+            hook_rules=tuple(hook_rules), dispatch_rules=tuple(_rules(dispatch)) if dispatch is not None else None
         )
     return observed
 
 
-def observe_tables() -> dict[str, Observed]:
-    """Read both tables whole (sync, status): also finds chains no dispatch rule points to."""
+def observed_tables(xt: XtRuleset) -> dict[str, Observed]:
+    """Both tables whole (sync, status): also the chains no dispatch rule points to."""
     observed = {}
     for table in TABLES:
-        out = run(["iptables-save", "-t", table])
-        chains = {line[1:].split()[0] for line in out.splitlines() if line.startswith(":")}
-        rules = [line for line in out.splitlines() if line.startswith("-A ")]
+        chains = xt.chain_names(table)
+        rules = [r for r in xt.rules if r.table == table]
         observed[table] = Observed(
-            hook_rules=tuple(r for r in rules if _chain(r) in HOOKS[table]),
-            dispatch_rules=tuple(r for r in rules if _chain(r) == names.DISPATCH_CHAIN)
+            hook_rules=tuple(r.line for r in rules if r.chain in HOOKS[table]),
+            dispatch_rules=tuple(r.line for r in rules if r.chain == names.DISPATCH_CHAIN)
             if names.DISPATCH_CHAIN in chains
             else None,
             chains=frozenset(c for c in chains if names.is_domain_chain(c)),
-            populated=frozenset(_chain(r) for r in rules if names.is_domain_chain(_chain(r))),
+            populated=frozenset(r.chain for r in rules if names.is_domain_chain(r.chain)),
         )
     return observed
 
 
-def live_chains() -> set[str]:
+def live_chains(xt: XtRuleset) -> set[str]:
     """Domain chains (names) that packets reach: our hook rules right, dispatch -> chain, with rules."""
     live = []
-    for table, seen in observe_tables().items():
+    for table, seen in observed_tables(xt).items():
         if not all(_hook_rule_ok(h, seen.hook_rules) for h in HOOK_RULES if h.table == table):
             return set()
         live.append({_target(r) for r in seen.dispatch_rules or ()} & seen.populated)
     return set.intersection(*live)
+
+
+SYNC_FIX = "libvirt-portfwd sync   (the watcher does it within a second where it runs)"
+
+
+def findings(xt: XtRuleset, live: dict[str, str]) -> list[Finding]:
+    """Our hook rules (present once, FORWARD's above libvirt's), FORWARD's policy and what comes
+    before us there, then each live domain (uuid -> name): its chains reached, and its counters."""
+    observed = observed_tables(xt)
+    found: list[Finding] = []
+    for hook in HOOK_RULES:
+        found.append(_hook_finding(hook, observed[hook.table].hook_rules))
+    found += _forward_path(xt)
+    reached = live_chains(xt)
+    for uuid, name in sorted(live.items(), key=lambda item: item[1]):
+        chain = names.domain_chain(uuid)
+        if chain in reached:
+            found.append(Finding("rules.domain", OK, name, f"its chain {chain} is reached in nat and filter"))
+        else:
+            where = [t for t, seen in observed.items() if chain not in {_target(r) for r in seen.dispatch_rules or ()}]
+            where += [t for t, seen in observed.items() if chain not in seen.populated and t not in where]
+            evidence = f"chain {chain}: not jumped to from {names.DISPATCH_CHAIN}, or empty, in {', '.join(where)}"
+            found.append(
+                Finding("rules.domain", FAIL, name, "recorded live, but its rules are not reached", evidence, SYNC_FIX)
+            )
+        found += _counters(xt, name, chain)
+    return found
+
+
+def _hook_finding(hook: HookRule, hook_rules: tuple[str, ...]) -> Finding:
+    where = f"{hook.table} {hook.chain}"
+    rules = [r for r in hook_rules if _chain(r) == hook.chain]
+    ours = [i for i, r in enumerate(rules) if _is_ours(r)]
+    if len(ours) != 1:
+        what = "missing" if not ours else f"there {len(ours)} times"
+        return firewall(
+            "rules.hooks", FAIL, f"our rule in {where} is {what}", f"{len(rules)} rule(s) in {where}", SYNC_FIX
+        )
+    libvirt = [i for i, r in enumerate(rules) if _target(r).startswith(LIBVIRT_CHAIN_PREFIX)]
+    if hook.chain == "FORWARD" and libvirt and ours[0] > min(libvirt):
+        first = min(libvirt)
+        evidence = f"{where}: ours is rule {ours[0] + 1}, libvirt's {_target(rules[first])} rule {first + 1}"
+        return firewall("rules.order", FAIL, "our FORWARD jump is below libvirt's reject", evidence, SYNC_FIX)
+    return firewall("rules.hooks", OK, f"our rule in {where} is in place")
+
+
+def _forward_path(xt: XtRuleset) -> list[Finding]:
+    """FORWARD's policy, and the jumps before ours (Docker's, ufw's): each sees the packet first."""
+    forward = xt.chain("filter", "FORWARD")
+    rules = xt.rules_of("filter", "FORWARD")
+    ours = next((i for i, r in enumerate(rules) if r.comment == TAG), None)
+    found = []
+    if forward is not None and forward.policy == "DROP":
+        if ours is None:
+            found.append(
+                firewall(
+                    "path.forward_policy",
+                    FAIL,
+                    "filter FORWARD drops (policy DROP) and our accept is gone",
+                    "",
+                    SYNC_FIX,
+                )
+            )
+        else:
+            found.append(
+                firewall("path.forward_policy", INFO, "filter FORWARD's policy is DROP; our accept comes first")
+            )
+    before = [r for r in rules[: ours or 0] if r.target and not r.target.startswith(LIBVIRT_CHAIN_PREFIX)]
+    if before:
+        chains = ", ".join(r.target for r in before)
+        evidence = "; ".join(r.line for r in before)
+        found.append(
+            firewall("path.before_us", WARN, f"filter FORWARD sends packets to {chains} before ours", evidence)
+        )
+    return found
+
+
+def _counters(xt: XtRuleset, name: str, chain: str) -> list[Finding]:
+    """Connections our DNAT translated and our accept let through (first packets: nat sees one
+    per connection; filter counts every packet)."""
+    nat = sum(r.packets for r in xt.rules_of("nat", chain) if r.target == "DNAT")
+    accepted = sum(r.packets for r in xt.rules_of("filter", chain) if r.target == "ACCEPT")
+    return [
+        Finding("counters.translated", INFO, name, f"{nat} connection(s) translated by our DNAT"),
+        Finding("counters.accepted", INFO, name, f"{accepted} packet(s) accepted by our FORWARD rules"),
+    ]
 
 
 def _hook_rule_ok(hook: HookRule, hook_rules: tuple[str, ...]) -> bool:

@@ -1,4 +1,5 @@
-"""nftables backend, its rules: what a change reads, and the transaction it renders.
+"""nftables backend, its rules (pure): the transaction a change renders, and what a ruleset read
+back (nft_listing) says of our rules.
 
 Our table ``ip libvirt_portfwd`` holds, per protocol, hash maps from host address and port
 (or port alone, for forwards on every local address) to guest address and port, so that a
@@ -17,11 +18,16 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import names
+from ..findings import FAIL, INFO, OK, Finding, firewall
 from ..model import Forward, Plan
-from ..run import run_all
+from .nft_listing import Ruleset
+from .nft_text import GATE
 
 PROTOCOLS = ("tcp", "udp", "sctp")
-GATE = f'ct mark & {names.CT_MARK:#010x} == {names.CT_MARK:#010x} ct status dnat accept comment "{names.tag()}"'
+TABLE, LIBVIRT_TABLE, GATE_CHAIN = names.NFT_TABLE, names.LIBVIRT_NFT_TABLE, names.LIBVIRT_NFT_GATE_CHAIN
+HOOK_CHAINS = ("prerouting", "output")  # each: one rule of ours, jump forwards
+DISPATCH = "forwards"
+SYNC_FIX = "libvirt-portfwd sync   (the watcher does it within a second where it runs)"
 
 
 @dataclass(frozen=True)
@@ -59,7 +65,7 @@ class Gate:
 
     present: bool  # libvirt's table and chain exist
     ok: bool  # exactly one gate, and it is the first rule
-    handles: tuple[int | str, ...] = ()  # a str: the stand-in nftables.bind() replaces
+    handles: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -69,7 +75,7 @@ class Transaction:
     delete_table: bool = False
     add: tuple[DomainRules, ...] = ()
     remove: tuple[DomainRules, ...] = ()
-    gate_drop: tuple[int | str, ...] = ()
+    gate_drop: tuple[int, ...] = ()
     gate_insert: bool = False
     protocols: tuple[str, ...] = field(default=PROTOCOLS)
 
@@ -131,14 +137,6 @@ def render_rebuild(plans: list[Plan], gate: Gate) -> str:
     )
 
 
-def observe_gate() -> Gate:
-    """Read libvirt's guest_input chain (small: one rule per network and ours)."""
-    from .nftables import read_gate
-
-    present, ok, handles = read_gate()
-    return Gate(present=present, ok=ok, handles=handles)
-
-
 def _render(tx: Transaction) -> str:
     from ..render import render
 
@@ -148,33 +146,92 @@ def _render(tx: Transaction) -> str:
     return render("nftables.j2", cached=cached, tx=tx, mark=f"{names.CT_MARK:#010x}", gate=GATE)
 
 
-def live_uuids() -> set[str]:
-    """Domains with elements or rules in our table, when packets can reach them: the gate in
-    place, and our dispatch rules intact (``nft flush table`` keeps the maps' elements)."""
-    if not observe_gate().ok:
-        return set()
-    [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
-    if code != 0 or not _dispatch_intact(out):
-        return set()
-    return _tagged(out)
+def gate_of(ruleset: Ruleset) -> Gate:
+    """libvirt's guest_input in a listing: where our gate must go, and what of ours is there."""
+    rules = ruleset.rules_of("ip", LIBVIRT_TABLE, GATE_CHAIN)
+    if ruleset.chain("ip", LIBVIRT_TABLE, GATE_CHAIN) is None:
+        return Gate(present=False, ok=True)
+    ours = [i for i, rule in enumerate(rules) if rule.comment == names.tag()]
+    return Gate(present=True, ok=ours == [0], handles=tuple(rules[i].handle for i in ours))
 
 
-def owner_uuids() -> set[str]:
+def owner_uuids(ruleset: Ruleset) -> set[str]:
     """Domains with any element or rule in our table."""
-    [(code, out, _)] = run_all([["nft", "list", "table", "ip", names.NFT_TABLE]])
-    return _tagged(out) if code == 0 else set()
+    return ruleset.tagged("ip", TABLE, f"{names.tag()}:")
 
 
-def _tagged(listing: str) -> set[str]:
-    prefix = f'comment "{names.tag()}:'
-    return {part.split('"', 1)[0] for part in listing.split(prefix)[1:]}
+def live_uuids(ruleset: Ruleset) -> set[str]:
+    """Domains whose rules packets reach: no finding about our table or the gate fails."""
+    if any(f.failed for f in table_findings(ruleset)):
+        return set()
+    return owner_uuids(ruleset)
 
 
-def _dispatch_intact(listing: str) -> bool:
-    """The hook chains' jumps and the forwards chain's map lookups are all there."""
-    lines = listing.splitlines()
-    jumps = sum("jump forwards" in line for line in lines)
-    lookups = {
-        proto: sum(f"@jump_{proto}" in line or f"map @dnat_{proto}" in line for line in lines) for proto in PROTOCOLS
-    }
-    return jumps == 2 and all(count == 4 for count in lookups.values())
+def findings(ruleset: Ruleset, live: dict[str, str]) -> list[Finding]:
+    """Our table and gate as read back, then each live domain (uuid -> name): present or not."""
+    found = table_findings(ruleset) if live or (("ip", TABLE) in ruleset.tables) else []
+    owners = owner_uuids(ruleset)
+    for uuid, name in sorted(live.items(), key=lambda item: item[1]):
+        if uuid in owners:
+            found.append(Finding("rules.domain", OK, name, "its map elements and rules are in our table"))
+        else:
+            found.append(
+                Finding(
+                    "rules.domain",
+                    FAIL,
+                    name,
+                    "recorded live, but nothing of it is in our table",
+                    f"no element or rule of table ip {TABLE} has the comment {names.tag(uuid)}",
+                    SYNC_FIX,
+                )
+            )
+    found += counter_findings(ruleset)
+    return found
+
+
+def table_findings(ruleset: Ruleset) -> list[Finding]:
+    """Our table, its hook chains' jumps, its dispatch lookups, and the gate in libvirt's chain."""
+    if ("ip", TABLE) not in ruleset.tables:
+        return [firewall("rules.table", FAIL, f"table ip {TABLE} is missing", "nft list tables", SYNC_FIX)]
+    found = [firewall("rules.table", OK, f"table ip {TABLE} is there")]
+    for chain in HOOK_CHAINS:
+        jumps = [r for r in ruleset.rules_of("ip", TABLE, chain) if r.comment == names.tag() and r.target == DISPATCH]
+        severity = OK if len(jumps) == 1 else FAIL
+        summary = f"{chain} jumps to {DISPATCH}" if jumps else f"{chain} does not jump to {DISPATCH}"
+        evidence = "" if severity == OK else f"{len(jumps)} rule(s) of ours jump to {DISPATCH} in chain {chain}"
+        found.append(firewall("rules.hooks", severity, summary, evidence, "" if severity == OK else SYNC_FIX))
+    refs = set().union(*(r.refs for r in ruleset.rules_of("ip", TABLE, DISPATCH)))
+    wanted = {f"@{kind}_{proto}{any_}" for proto in PROTOCOLS for kind in ("dnat", "jump") for any_ in ("", "_any")}
+    missing = sorted(wanted - refs)
+    if missing:
+        evidence = f"chain {DISPATCH} looks up no {', '.join(missing)}"
+        found.append(firewall("rules.dispatch", FAIL, "our lookups were flushed", evidence, SYNC_FIX))
+    else:
+        found.append(firewall("rules.dispatch", OK, f"{DISPATCH} looks up every map"))
+    found.append(gate_finding(ruleset))
+    return found
+
+
+def gate_finding(ruleset: Ruleset) -> Finding:
+    gate = gate_of(ruleset)
+    if not gate.present:
+        return firewall("rules.gate", OK, f"no {LIBVIRT_TABLE} {GATE_CHAIN} (libvirt runs no nftables network)")
+    if gate.ok:
+        return firewall("rules.gate", OK, f"our gate is first in libvirt's {GATE_CHAIN}")
+    rules = ruleset.rules_of("ip", LIBVIRT_TABLE, GATE_CHAIN)
+    where = "missing" if not gate.handles else "not first" if len(gate.handles) == 1 else "there more than once"
+    evidence = f"chain ip {LIBVIRT_TABLE} {GATE_CHAIN}: {len(rules)} rule(s), ours at handle(s) {list(gate.handles)}"
+    return firewall("rules.gate", FAIL, f"our gate in libvirt's {GATE_CHAIN} is {where}", evidence, SYNC_FIX)
+
+
+def counter_findings(ruleset: Ruleset) -> list[Finding]:
+    """Connections our DNAT translated (per protocol) and our gate accepted, where counted."""
+    found = []
+    for rule in ruleset.rules_of("ip", TABLE, DISPATCH):
+        if rule.counter is not None and "dnat" in rule.statements:
+            maps = ", ".join(sorted(rule.refs))
+            found.append(firewall("counters.translated", INFO, f"{rule.counter[0]} packet(s) translated via {maps}"))
+    gate = [r for r in ruleset.rules_of("ip", LIBVIRT_TABLE, GATE_CHAIN) if r.comment == names.tag()]
+    if gate and gate[0].counter is not None:
+        found.append(firewall("counters.accepted", INFO, f"{gate[0].counter[0]} packet(s) accepted by our gate"))
+    return found

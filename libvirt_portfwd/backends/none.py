@@ -4,6 +4,7 @@ from __future__ import annotations
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from ..findings import Finding
     from ..model import Plan
 
 
@@ -19,7 +20,7 @@ class NoneBackend:
     def removal(self, plan: Plan) -> dict[str, str]:
         return {"other": "", "last": ""}
 
-    def bind(self, removal: str) -> str:
+    def bind(self, removal: str, last: bool = False) -> str:
         return removal
 
     def rebuild(self, plans: list[Plan]) -> str:
@@ -33,3 +34,9 @@ class NoneBackend:
 
     def owners(self) -> set[str]:
         return set()
+
+    def findings(self, live: dict[str, str]) -> list[Finding]:
+        """No rules to read back: each live domain is said to have none (backend: none)."""
+        from ..findings import INFO, Finding
+
+        return [Finding("rules.domain", INFO, name, "backend none: no rule is written") for name in live.values()]
