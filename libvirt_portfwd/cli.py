@@ -21,8 +21,10 @@ if TYPE_CHECKING:
 
     from .backends.base import Backend
     from .plan import Plan
+    from .report import StatusResult
 
 DEFAULT_URI = "qemu:///system"
+JSON_HELP = "print one JSON document instead (its keys: README, JSON output)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -74,6 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="print the ruleset a start would apply; changes nothing")
     plan.add_argument("xml", help="domain XML file, or - for stdin")
     plan.add_argument("--backend", choices=CHOICES, help="render for this backend instead of the configured one")
+    plan.add_argument("--json", action="store_true", help=JSON_HELP)
     plan.set_defaults(run=cmd_plan)
 
     apply = commands.add_parser("apply", help="apply a running domain's forwards now (asks libvirt for its XML)")
@@ -87,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     remove.set_defaults(run=cmd_remove)
 
     status = commands.add_parser("status", help="each domain's forwards, guest address, and whether they are live")
+    status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(run=cmd_status)
 
     watch = commands.add_parser("watch", help="keep the rules in place when others rebuild the firewall (a service)")
@@ -99,20 +103,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import describe, prepare
+    from .actions import prepare
     from .backends import choose_backend
+    from .report import BackendChoice, PlanResult, render
 
     data = sys.stdin.buffer.read(limits.DOMAIN_XML.value + 1) if args.xml == "-" else _read(args.xml)
     prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
     plan = prepared.plan
     backend, reason = choose_backend(args.backend or prepared.config.backend, paths.network_dir)
-    print(f"# domain {plan.name} ({plan.uuid}), backend {backend.name} ({reason})")
-    print(f"# {describe(plan)}")
-    if plan.waiting_macs:
-        print(f"# no address yet for {', '.join(plan.waiting_macs)}: start would wait for its lease")
-        return 0
-    if plan.forwards:
-        sys.stdout.write(_render_plan(backend, plan))
+    ruleset = _render_plan(backend, plan) if plan.forwards and not plan.waiting_macs else None
+    sys.stdout.write(render(PlanResult(plan, BackendChoice(backend.name, reason), ruleset), args.json))
     return 0
 
 
@@ -160,38 +160,37 @@ def cmd_remove(args: argparse.Namespace, paths: Paths) -> int:
 
 
 def cmd_status(args: argparse.Namespace, paths: Paths) -> int:
+    from .report import render
+
+    sys.stdout.write(render(_collect_status(paths, time.time()), args.json))
+    return 0
+
+
+def _collect_status(paths: Paths, now: float) -> "StatusResult":
+    from . import state
     from .backends import choose_backend, select_backend
     from .config import load_config
     from .records import load_records
-    from .state import LIVE
+    from .report import BackendChoice, DomainStatus, Pending, StatusResult
 
     try:
         backend, reason = choose_backend(load_config(paths.config, paths.config_cache).backend, paths.network_dir)
-        print(f"backend: {backend.name} ({reason})")
+        choice = BackendChoice(backend.name, reason)
     except PortfwdError as exc:
-        print(f"backend: none usable: {exc}")
-    records = load_records(paths)
+        choice = BackendChoice(None, None, str(exc))
     live: dict[str, set[str]] = {}
-    print(f"{'DOMAIN':20} {'UUID':36} {'STATE':8} {'FORWARD':28} {'GUEST':22} LIVE")
-    for record in records:
-        if record.status == LIVE and record.backend not in live:
+    domains = []
+    for record in load_records(paths):
+        if record.status == state.LIVE and record.backend not in live:
             live[record.backend] = select_backend(record.backend, where=paths.record(record.uuid)).live()
-        is_live = record.uuid in live.get(record.backend, set())
-        for forward in record.forwards or [None]:  # type: ignore[list-item]
-            target = f"{forward.guest or '?'}:{forward.guest_port}" if forward else "-"
-            print(
-                f"{record.name:20} {record.uuid:36} {record.status:8} {str(forward.claim) if forward else '-':28} "
-                f"{target:22} {('yes' if is_live else 'NO') if record.status == LIVE else '-'}"
-            )
-    from . import state
-
+        is_live = record.uuid in live[record.backend] if record.status == state.LIVE else None
+        domains.append(DomainStatus(record.name, record.uuid, record.status, tuple(record.forwards), is_live))
+    pending = []
     for uuid, intent in sorted(state.pending_intents(paths).items()):
-        age = max(0.0, time.time() - float(intent.get("at") or 0))
-        what = "removal" if intent.get("op") == state.REMOVE else "apply"
-        print(f"{intent.get('name') or '?':20} {uuid:36} pending  {what} asked {age:.0f} s ago (see the log)")
-    if not records:
-        print("(no forwards recorded)")
-    return 0
+        op = state.REMOVE if intent.get("op") == state.REMOVE else state.APPLY
+        age = round(max(0.0, now - float(intent.get("at") or 0)))
+        pending.append(Pending(uuid, str(intent.get("name") or "") or None, op, age))
+    return StatusResult(choice, tuple(domains), tuple(pending))
 
 
 def cmd_sync(args: argparse.Namespace, paths: Paths) -> int:
