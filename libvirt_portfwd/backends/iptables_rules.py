@@ -206,17 +206,23 @@ def findings(xt: XtRuleset, live: dict[str, str]) -> list[Finding]:
     reached = live_chains(xt)
     for uuid, name in sorted(live.items(), key=lambda item: item[1]):
         chain = names.domain_chain(uuid)
+        missing = [t for t, seen in observed.items() if not _reaches(seen, chain)]
         if chain in reached:
             found.append(Finding("rules.domain", OK, name, f"its chain {chain} is reached in nat and filter"))
+        elif missing:
+            evidence = f"chain {chain}: not jumped to from {names.DISPATCH_CHAIN}, or empty, in {', '.join(missing)}"
+            gone = "recorded live, but its rules are gone"
+            found.append(Finding("rules.domain", FAIL, name, gone, evidence, SYNC_FIX))
         else:
-            where = [t for t, seen in observed.items() if chain not in {_target(r) for r in seen.dispatch_rules or ()}]
-            where += [t for t, seen in observed.items() if chain not in seen.populated and t not in where]
-            evidence = f"chain {chain}: not jumped to from {names.DISPATCH_CHAIN}, or empty, in {', '.join(where)}"
-            found.append(
-                Finding("rules.domain", FAIL, name, "recorded live, but its rules are not reached", evidence, SYNC_FIX)
-            )
+            summary = "its chains are in place, but packets do not reach them (our hook rules, above)"
+            found.append(Finding("rules.domain", FAIL, name, summary, "", SYNC_FIX))
         found += _counters(xt, name, chain)
     return found
+
+
+def _reaches(seen: Observed, chain: str) -> bool:
+    """The dispatch chain jumps to the domain's chain, and it holds rules."""
+    return chain in seen.populated and chain in {_target(r) for r in seen.dispatch_rules or ()}
 
 
 def _hook_finding(hook: HookRule, hook_rules: tuple[str, ...]) -> Finding:

@@ -1,0 +1,29 @@
+"""The firewall hops of a forward's path, as findings: our rules (the backend reads them back)
+and every other table's base chain the forwarded packet passes (backends/foreign.py).
+
+I/O: it reads the firewall (``iptables-save -c``, ``nft -j list ruleset``); what the listings
+mean is decided by the pure modules. Used by ``doctor``; reads only, changes nothing.
+"""
+
+from __future__ import annotations
+
+from .backends import select_backend
+from .backends.foreign import foreign_findings
+from .backends.nftables import NftablesBackend
+from .errors import PortfwdError
+from .findings import FAIL, Finding, firewall
+
+
+def firewall_findings(
+    backend_name: str, network_dir: str, live: dict[str, str], bridges: tuple[str, ...]
+) -> list[Finding]:
+    """``live``: uuid -> name of the domains recorded live; ``bridges``: where their guests are."""
+    try:
+        backend = select_backend(backend_name, network_dir)
+    except PortfwdError as exc:
+        return [firewall("rules.backend", FAIL, "no backend can run", str(exc), "see the backend's message")]
+    found = backend.findings(live)
+    nft = NftablesBackend()
+    if nft.available():
+        found += foreign_findings(nft.observe(), backend.name, bridges or ("virbr0",))
+    return found
