@@ -7,11 +7,11 @@ mean is decided by the pure modules. Used by ``doctor``; reads only, changes not
 
 from __future__ import annotations
 
-from .backends import select_backend
+from .backends import choose_backend
 from .backends.foreign import foreign_findings
 from .backends.nftables import NftablesBackend
 from .errors import PortfwdError
-from .findings import FAIL, Finding, firewall
+from .findings import FAIL, OK, Finding, firewall
 
 
 def firewall_findings(
@@ -19,10 +19,10 @@ def firewall_findings(
 ) -> list[Finding]:
     """``live``: uuid -> name of the domains recorded live; ``bridges``: where their guests are."""
     try:
-        backend = select_backend(backend_name, network_dir)
+        backend, reason = choose_backend(backend_name, network_dir)
     except PortfwdError as exc:
-        return [firewall("rules.backend", FAIL, "no backend can run", str(exc), "see the backend's message")]
-    found = backend.findings(live)
+        return [firewall("rules.backend", FAIL, "no backend of ours can run here", str(exc), "set backend: in config")]
+    found = [firewall("rules.backend", OK, f"backend {backend.name} ({reason})"), *backend.findings(live)]
     nft = NftablesBackend()
     if nft.available():
         found += foreign_findings(nft.observe(), backend.name, bridges or ("virbr0",))
