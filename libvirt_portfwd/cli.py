@@ -99,12 +99,13 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import describe, prepare
+    from .actions import check_host_ports, describe, prepare
     from .backends import choose_backend
 
     data = sys.stdin.buffer.read(limits.DOMAIN_XML.value + 1) if args.xml == "-" else _read(args.xml)
     prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
     plan = prepared.plan
+    check_host_ports(plan, prepared.config)  # as a start would refuse it: before anything is printed
     backend, reason = choose_backend(args.backend or prepared.config.backend, paths.network_dir)
     print(f"# domain {plan.name} ({plan.uuid}), backend {backend.name} ({reason})")
     print(f"# {describe(plan)}")

@@ -1,4 +1,5 @@
-"""Host ports in use: /proc/net parsed from captured text, and what a forward's claim captures."""
+"""Host ports in use: /proc/net parsed from captured text, what a forward's claim captures, the
+refusal and its one line, and host_ports.allow."""
 
 from __future__ import annotations
 
@@ -10,8 +11,13 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd import listeners
+from libvirt_portfwd.errors import ConflictError
 from libvirt_portfwd.listeners import Listener, captured, captures, parse_port_range, parse_proc_net, servers, sort
 from libvirt_portfwd.model import Claim
+from libvirt_portfwd.plan import check_listeners
+
+from .helpers import CONFIG_PATH, config, domain, forward
+from .test_plan import plan_of
 
 # Captured on a little-endian host (x86-64) from a namespace where these were bound: sshd-like
 # 0.0.0.0:22 and [::]:22 (IPV6_V6ONLY), cups-like 127.0.0.1:631 and [::1]:631, dnsmasq-like
@@ -241,3 +247,74 @@ def test_never_captured(text: str) -> None:
 def test_wildcards_are_captured_by_any_address(text: str) -> None:
     for address in (None, A, B):
         assert captures(Claim("tcp", address, 80, 80), listener(text))
+
+
+# --- the refusal --------------------------------------------------------------------------
+
+
+def refusal(d: object, cfg: object = None, owner: object = None) -> str:
+    plan = plan_of(d)  # type: ignore[arg-type]
+    with pytest.raises(ConflictError) as caught:
+        check_listeners(plan, HOST, cfg or config(), owner or (lambda _inode: None))  # type: ignore[arg-type]
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_forward_on_a_port_sshd_listens_on_is_refused() -> None:
+    names = {3848107: "sshd (pid 812)"}
+    assert refusal(domain(forward({}, {"start": 22})), owner=names.get) == (
+        "libvirt-portfwd: web1: host port in use (metadata portForward[0]): tcp *:22 would capture "
+        "tcp 0.0.0.0:22, where sshd (pid 812) listens: stop that process, "
+        f"or allow tcp/22 in host_ports.allow ({CONFIG_PATH})"
+    )
+
+
+def test_a_forward_of_dns_without_an_address_would_take_the_guests_dns() -> None:
+    """libvirt's dnsmasq on the bridge address is a real listener: a forward of udp 53 on every
+    local address would DNAT the guests' own queries to 192.168.122.1:53 away. Refused; a
+    forward of 53 on the public address alone does not touch dnsmasq and is not."""
+    assert refusal(domain(forward({"proto": "udp"}, {"start": 53}))) == (
+        "libvirt-portfwd: web1: host port in use (metadata portForward[0]): udp *:53 would capture "
+        "udp 192.168.122.1:53, where a host process listens: stop that process, give the forward an address "
+        f"other than 192.168.122.1, or allow udp/53 in host_ports.allow ({CONFIG_PATH})"
+    )
+    check_listeners(plan_of(domain(forward({"proto": "udp", "address": str(A)}, {"start": 53}))), HOST, config())
+
+
+def test_the_first_forward_that_captures_is_named_with_how_many_more_ports() -> None:
+    d = domain(forward({}, {"start": 2000, "to": 80}), forward({}, {"start": 1, "end": 100}))
+    assert refusal(d) == (
+        "libvirt-portfwd: web1: host port in use (metadata portForward[1]): tcp *:1-100 would capture "
+        "tcp 0.0.0.0:22 (and 1 more port in use), where a host process listens: stop that process, or allow "
+        f"tcp/22, tcp/53 in host_ports.allow ({CONFIG_PATH})"
+    )
+    wide = refusal(domain(forward({}, {"start": 1, "end": 10000})))
+    assert "(and 3 more ports in use)" in wide and "or allow tcp/1-10000 in host_ports.allow" in wide
+
+
+@pytest.mark.parametrize("allow", [[22], ["22"], ["tcp/22"], ["TCP/22"], ["1-1024"], ["udp/53", "tcp/20-30"], 22])
+def test_allowed_ports_are_taken(allow: object) -> None:
+    plan = plan_of(domain(forward({}, {"start": 22})))
+    check_listeners(plan, HOST, config({"host_ports": {"allow": allow}}))
+
+
+@pytest.mark.parametrize("allow", [["udp/22"], ["23-1024"], [], ["sctp/22"]])
+def test_other_ports_or_protocols_allowed_are_not_enough(allow: object) -> None:
+    message = refusal(domain(forward({}, {"start": 22})), config({"host_ports": {"allow": allow}}))
+    assert "host port in use" in message
+
+
+def test_a_listener_the_config_allows_is_skipped_and_the_next_one_named() -> None:
+    cfg = config({"host_ports": {"allow": ["tcp/22"]}})
+    message = refusal(domain(forward({}, {"start": 1, "end": 100})), cfg)
+    assert "would capture tcp 192.168.122.1:53, where" in message and "allow tcp/53 in" in message
+
+
+def test_nothing_captured_is_no_refusal() -> None:
+    for d in (
+        domain(forward({}, {"start": 631})),  # loopback only
+        domain(forward({"address": str(B)}, {"start": 8443})),  # another address than the listener's
+        domain(forward({}, {"start": 8080, "to": 22})),  # the guest port does not matter
+    ):
+        check_listeners(plan_of(d), HOST, config())
