@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from functools import cache
 from ipaddress import IPv4Address
@@ -24,13 +24,14 @@ from .errors import FirewallError, PortfwdError
 from .leases import lease_path, load_leases
 from .network import Network, load_networks
 from .paths import Paths
-from .plan import ClaimIndex, Plan, build_plan, collect_specs
+from .plan import ClaimIndex, Plan, build_plan, check_listeners, collect_specs
 from .records import Record, load_record, save_record
 from .teardown import remove_locked
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .backends.base import Backend
+    from .listeners import Listener
 
 BOOT = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "hooks", "boot.py")
 
@@ -76,9 +77,9 @@ def lease_lookup(paths: Paths) -> Callable[[str], dict[str, IPv4Address]]:
 
 
 def check(xml: bytes, paths: Paths) -> Prepared:
-    """Everything apply would refuse, refused now: bad input and host port conflicts."""
+    """Everything apply would refuse, refused now: bad input, host port conflicts, host ports in use."""
     prepared = prepare(xml, paths)
-    check_conflicts(prepared.plan, state.read_index(paths))
+    check_conflicts(prepared.plan, prepared.config, state.read_index(paths))
     return prepared
 
 
@@ -88,7 +89,7 @@ def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
     if not plan.forwards:
         return remove_locked(plan.uuid, paths, plan.name) if state.read(paths, plan.uuid) else "no forwards"
     index = state.read_index(paths)
-    check_conflicts(plan, index)
+    check_conflicts(plan, config, index)
     if not plan.waiting_macs:
         commit(plan, config, paths, index)
         return f"live: {describe(plan)}"
@@ -156,12 +157,26 @@ def commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data
         log.info(f"{plan.name}: forward {forward.claim} -> {forward.guest}:{forward.guest_port} live ({backend.name})")
 
 
-def check_conflicts(plan: Plan, index: dict[str, state.Data]) -> None:
+def check_conflicts(plan: Plan, config: Config, index: dict[str, state.Data]) -> None:
+    """Refuse a plan that claims what another domain holds, or a port a host process listens on."""
     claims = ClaimIndex()
     for uuid, entry in index.items():
         if uuid != plan.uuid:
             claims.add_raw(entry["name"], uuid, entry.get("claims") or ())
     claims.check(plan)
+    check_host_ports(plan, config)
+
+
+def check_host_ports(plan: Plan, config: Config, listeners: Sequence[Listener] | None = None) -> None:
+    """Refuse a plan whose forwards would capture a listening socket of this network namespace
+    that host_ports.allow does not name (listeners.py). /proc/net is read only for the protocols
+    of forwards whose ports are not all allowed (or ``listeners``, read once by the caller)."""
+    from . import listeners as sockets
+
+    if listeners is None:
+        protos = {f.proto for f in plan.forwards if not config.host_ports.allows_range(f.proto, f.start, f.end)}
+        listeners = sockets.read_listeners(protos) if protos else ()
+    check_listeners(plan, listeners, config, sockets.owner)
 
 
 def waiting_record(plan: Plan, xml: bytes) -> Record:

@@ -103,13 +103,14 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def cmd_plan(args: argparse.Namespace, paths: Paths) -> int:
-    from .actions import prepare
+    from .actions import check_host_ports, prepare
     from .backends import choose_backend
     from .report import BackendChoice, PlanResult, render
 
     data = sys.stdin.buffer.read(limits.DOMAIN_XML.value + 1) if args.xml == "-" else _read(args.xml)
     prepared = prepare(data, paths, where=args.xml if args.xml != "-" else "stdin")
     plan = prepared.plan
+    check_host_ports(plan, prepared.config)  # as a start would refuse it: before anything is printed
     backend, reason = choose_backend(args.backend or prepared.config.backend, paths.network_dir)
     ruleset = _render_plan(backend, plan) if plan.forwards and not plan.waiting_macs else None
     sys.stdout.write(render(PlanResult(plan, BackendChoice(backend.name, reason), ruleset), args.json))

@@ -8,17 +8,19 @@ not import a YAML parser.
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from . import configcache, limits
 from .backendnames import AUTO, CHOICES, expected
 from .errors import InputError, label, shown
-from .forward import ForwardSpec, PortRange, _parse_address, _parse_dev, parse_port, parse_spec
+from .forward import PROTOCOLS, ForwardSpec, PortRange, _parse_address, _parse_dev, parse_port, parse_spec
 
 ON_ERROR = ("allow", "block")
-TOP_KEYS = ("backend", "address", "dev", "lease_wait", "on_error", "metadata", "domains")
+TOP_KEYS = ("backend", "address", "dev", "lease_wait", "on_error", "metadata", "host_ports", "domains")
 METADATA_KEYS = ("enabled", "ports", "guest_address")
+HOST_PORTS_KEYS = ("allow",)
 DEFAULT_LEASE_WAIT = 300.0
+ALLOW_EXAMPLE = "22, tcp/22 or udp/5000-5010"
 T = TypeVar("T")
 
 
@@ -35,6 +37,21 @@ class MetadataPolicy:
 
 
 @dataclass(frozen=True)
+class HostPortsPolicy:
+    """Host ports a forward may take although a host process listens on them (listeners.py):
+    each entry a protocol (None: every protocol) and a port range."""
+
+    allow: tuple[tuple[str | None, PortRange], ...] = ()
+
+    def allows(self, proto: str, port: int) -> bool:
+        return self.allows_range(proto, port, port)
+
+    def allows_range(self, proto: str, start: int, end: int) -> bool:
+        """Every port start..end (as one entry allows them: enough to skip reading /proc/net)."""
+        return any(p in (None, proto) and r.start <= start and end <= r.end for p, r in self.allow)
+
+
+@dataclass(frozen=True)
 class Config:
     path: str
     backend: str = AUTO
@@ -43,6 +60,7 @@ class Config:
     lease_wait: float = DEFAULT_LEASE_WAIT
     on_error: str = "allow"
     metadata: MetadataPolicy = MetadataPolicy()
+    host_ports: HostPortsPolicy = HostPortsPolicy()
     domains: dict[str, tuple[ForwardSpec, ...]] = field(default_factory=dict)
 
     def specs_for(self, name: str, uuid: str) -> tuple[ForwardSpec, ...]:
@@ -111,40 +129,77 @@ def build_config(document: object, path: str) -> Config:
         lease_wait=float(lease_wait),
         on_error=on_error,
         metadata=_metadata_policy(document.get("metadata"), path),
+        host_ports=_host_ports(document.get("host_ports"), path),
         domains=_domains(document.get("domains"), path),
     )
 
 
+def _section(raw: object, path: str, name: str, keys: tuple[str, ...]) -> Mapping[Any, Any] | None:
+    """A top-level mapping of known keys (None where the config has none)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, Mapping):
+        raise _bad(path, name, raw, "expected a mapping")
+    for key in raw:
+        if key not in keys:
+            known = f"one of {', '.join(keys)}" if len(keys) > 1 else keys[0]
+            raise _bad(path, f"{name}.{key}", raw[key], f"unknown key (expected {known})")
+    return raw
+
+
 def _metadata_policy(raw: object, path: str) -> MetadataPolicy:
+    raw = _section(raw, path, "metadata", METADATA_KEYS)
     if raw is None:
         return MetadataPolicy()
-    if not isinstance(raw, Mapping):
-        raise _bad(path, "metadata", raw, "expected a mapping")
-    for key in raw:
-        if key not in METADATA_KEYS:
-            raise _bad(path, f"metadata.{key}", raw[key], f"unknown key (expected one of {', '.join(METADATA_KEYS)})")
     enabled, guest = raw.get("enabled", True), raw.get("guest_address", False)
     for key, value in (("enabled", enabled), ("guest_address", guest)):
         if not isinstance(value, bool):
             raise _bad(path, f"metadata.{key}", value, "expected true or false")
-    ports = raw.get("ports", ["1-65535"])
-    if isinstance(ports, (str, int)) and not isinstance(ports, bool):
-        ports = [ports]
-    if not isinstance(ports, list):
-        raise _bad(path, "metadata.ports", ports, "expected a list of ports or ranges such as 1024-65535")
-    parsed = []
-    for i, item in enumerate(ports):
-        if isinstance(item, bool) or not isinstance(item, (str, int)):
-            raise _bad(path, f"metadata.ports[{i}]", item, "expected a port or a range such as 1024-65535")
-        low, dash, high = item.partition("-") if isinstance(item, str) else (item, "", "")
-        if dash and not high:
-            raise _bad(path, f"metadata.ports[{i}]", item, "range has no end")
-        start = _setting(parse_port, low, path, f"metadata.ports[{i}]")
-        end = _setting(parse_port, high, path, f"metadata.ports[{i}]") if high else start
-        if end < start:
-            raise _bad(path, f"metadata.ports[{i}]", item, "range ends below its start")
-        parsed.append(PortRange(start, end, start))
+    ports = _port_list(raw.get("ports", ["1-65535"]), path, "metadata.ports", "1024-65535")
+    parsed = [_port_range(item, path, f"metadata.ports[{i}]", "1024-65535") for i, item in enumerate(ports)]
     return MetadataPolicy(enabled=enabled, ports=tuple(parsed), guest_address=guest)
+
+
+def _host_ports(raw: object, path: str) -> HostPortsPolicy:
+    """``host_ports: {allow: [22, "8000-8100", "udp/53"]}``: a bare port or range is every protocol."""
+    raw = _section(raw, path, "host_ports", HOST_PORTS_KEYS)
+    if raw is None:
+        return HostPortsPolicy()
+    allow = _port_list(raw.get("allow", []), path, "host_ports.allow", ALLOW_EXAMPLE)
+    return HostPortsPolicy(allow=tuple(_allowed(item, path, f"host_ports.allow[{i}]") for i, item in enumerate(allow)))
+
+
+def _allowed(item: object, path: str, key: str) -> tuple[str | None, PortRange]:
+    """One host_ports.allow entry: ``22``, ``"8000-8100"`` (every protocol) or ``"tcp/22"``."""
+    proto, slash, ports = item.partition("/") if isinstance(item, str) else ("", "", item)
+    if not slash:
+        return None, _port_range(item, path, key, ALLOW_EXAMPLE)
+    if proto.strip().lower() not in PROTOCOLS:
+        raise _bad(path, key, item, f"expected tcp, udp or sctp before '/' (such as {ALLOW_EXAMPLE})")
+    return proto.strip().lower(), _port_range(ports, path, key, ALLOW_EXAMPLE)
+
+
+def _port_list(raw: object, path: str, key: str, example: str) -> list[object]:
+    """A list of ports or ranges; one port or range alone is a list of one."""
+    if isinstance(raw, (str, int)) and not isinstance(raw, bool):
+        return [raw]
+    if not isinstance(raw, list):
+        raise _bad(path, key, raw, f"expected a list of ports or ranges such as {example}")
+    return raw
+
+
+def _port_range(item: object, path: str, key: str, example: str) -> PortRange:
+    """A port (``443``, ``"443"``) or a range (``"1024-65535"``)."""
+    if isinstance(item, bool) or not isinstance(item, (str, int)):
+        raise _bad(path, key, item, f"expected a port or a range such as {example}")
+    low, dash, high = item.partition("-") if isinstance(item, str) else (item, "", "")
+    if dash and not high:
+        raise _bad(path, key, item, "range has no end")
+    start = _setting(parse_port, low, path, key)
+    end = _setting(parse_port, high, path, key) if high else start
+    if end < start:
+        raise _bad(path, key, item, "range ends below its start")
+    return PortRange(start, end, start)
 
 
 def _domains(raw: object, path: str) -> dict[str, tuple[ForwardSpec, ...]]:

@@ -8,8 +8,8 @@ names, the error policy), keyed by the config file's identity (inode, size, mtim
 import marshal
 import os
 
-VERSION = 3  # raised whenever what config.build_config accepts changes: an entry holds its verdict
-# (3: the strict YAML loader, limits)
+VERSION = 4  # raised whenever what config.build_config accepts changes: an entry holds its verdict
+# (3: the strict YAML loader, limits; 4: host_ports)
 
 
 def signature(path: str) -> tuple[int, int, int, int] | None:

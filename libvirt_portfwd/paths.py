@@ -10,6 +10,11 @@ RUN_DIR = "/run/libvirt-portfwd"  # state and lock live as long as the rules: un
 DNSMASQ_DIR = "/var/lib/libvirt/dnsmasq"
 NETWORK_DIR = "/run/libvirt/network"
 QEMU_RUN_DIR = "/run/libvirt/qemu"
+# The kernel's views, never under the root: they show the reading process's own network
+# namespace (the tests run the code inside namespaces of their own).
+PROC = "/proc"
+PROC_NET = "/proc/net"  # listening sockets (listeners.py)
+EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
 
 
 class Paths:

@@ -14,6 +14,7 @@ from .config import Config
 from .domain import Domain, Interface
 from .errors import ConflictError, InputError, PortfwdError
 from .forward import ForwardSpec, PortRange
+from .listeners import Listener, captured
 from .model import Claim, Forward, Plan
 from .network import Network
 
@@ -23,6 +24,7 @@ __all__ = [
     "LeaseLookup",
     "Plan",
     "build_plan",
+    "check_listeners",
     "collect_specs",
     "count_rules",
     "effective_ranges",
@@ -225,6 +227,37 @@ def find_conflicts(plan: Plan, others: Iterable[tuple[str, str, Iterable[Claim]]
         for c in claims:
             index.add(name, uuid, c.proto, str(c.address) if c.address else None, c.start, c.end)
     index.check(plan)
+
+
+def check_listeners(
+    plan: Plan, listeners: Sequence[Listener], config: Config, owner: Callable[[int], str | None] = lambda _: None
+) -> None:
+    """Raise ConflictError if a forward would capture a host process's listening socket
+    (``listeners``, sorted as listeners.sort does) on a port ``host_ports.allow`` does not name.
+    ``owner`` names the process holding a socket inode, if it can."""
+    for forward in plan.forwards:
+        taken = [s for s in captured(forward.claim, listeners) if not config.host_ports.allows(s.proto, s.port)]
+        if taken:
+            raise ConflictError(
+                "host port in use", _in_use(forward, taken, config, owner), where=forward.where, domain=plan.name
+            )
+
+
+def _in_use(forward: Forward, taken: Sequence[Listener], config: Config, owner: Callable[[int], str | None]) -> str:
+    """What is taken and the ways out, e.g. ``tcp *:53 would capture tcp 192.168.122.1:53, where
+    dnsmasq (pid 812) listens: stop that process, give the forward an address other than
+    192.168.122.1, or allow tcp/53 in host_ports.allow (<config>)``."""
+    first = taken[0]
+    ports = sorted({(s.proto, s.port) for s in taken}, key=lambda p: p[1])
+    more = f" (and {len(ports) - 1} more port{'s' if len(ports) > 2 else ''} in use)" if len(ports) > 1 else ""
+    fixes = ["stop that process"]
+    if first.ipv4 is not None and not first.ipv4.is_unspecified:
+        fixes.append(f"give the forward an address other than {first.ipv4}")
+    claim = forward.claim
+    allow = ", ".join(f"{p}/{n}" for p, n in ports) if len(ports) <= 3 else f"{claim.proto}/{claim.start}-{claim.end}"
+    fixes.append(f"or allow {allow} in host_ports.allow ({config.path})")
+    who = owner(first.inode) or "a host process"
+    return f"{claim} would capture {first}{more}, where {who} listens: {', '.join(fixes)}"
 
 
 def _check_own_conflicts(plan: Plan) -> None:

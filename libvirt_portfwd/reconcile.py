@@ -5,10 +5,13 @@ a crash). Each carries out pending intents first (intents.py): they are the late
 
 from __future__ import annotations
 
+from functools import cache
+
 from . import intents, log, state
 from .actions import (
     available_backends_except,
     check_conflicts,
+    check_host_ports,
     commit,
     describe,
     prepare,
@@ -18,6 +21,7 @@ from .actions import (
 )
 from .backends import select_backend
 from .errors import PortfwdError
+from .listeners import read_listeners
 from .paths import Paths
 from .plan import ClaimIndex
 from .records import Record, encode, load_record, load_records
@@ -41,7 +45,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
         if current is None or current.get("token") != token:
             return "cancelled"
         index = state.read_index(paths)
-        check_conflicts(prepared.plan, index)
+        check_conflicts(prepared.plan, prepared.config, index)
         commit(prepared.plan, prepared.config, paths, index)
     return f"live: {describe(prepared.plan)}"
 
@@ -70,10 +74,12 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
         old = {r.uuid: r for r in load_records(paths)}
         records: list[Record] = []
         claims = ClaimIndex()
+        listening = cache(read_listeners)
         for uuid, xml in sorted(running.items()):
             try:
                 plan = prepare(xml, paths, host=host).plan
                 claims.check(plan)
+                check_host_ports(plan, host.config, listening() if plan.forwards else ())  # read once
             except PortfwdError as exc:
                 errors.append(exc)
                 if uuid in old and old[uuid].status == state.LIVE:

@@ -9,12 +9,13 @@ from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
+import yaml
 from pytest_mock import MockerFixture
 
 from libvirt_portfwd import config as config_module
 from libvirt_portfwd import configcache
 from libvirt_portfwd.backendnames import CHOICES
-from libvirt_portfwd.config import DEFAULT_LEASE_WAIT, Config, MetadataPolicy, load_config
+from libvirt_portfwd.config import DEFAULT_LEASE_WAIT, Config, HostPortsPolicy, MetadataPolicy, load_config
 from libvirt_portfwd.errors import InputError
 from libvirt_portfwd.forward import PortRange
 
@@ -147,7 +148,7 @@ def test_unreadable_file(tmp_path: Path) -> None:
         (
             {"backends": "iptables"},
             f"invalid config ({P}: backends): unknown key (expected one of backend, address, dev, lease_wait, "
-            "on_error, metadata, domains), got 'iptables'",
+            "on_error, metadata, host_ports, domains), got 'iptables'",
         ),
         ({"on_error": "fail"}, f"invalid config ({P}: on_error): expected allow or block, got 'fail'"),
         ({"on_error": True}, f"invalid config ({P}: on_error): expected allow or block, got True"),
@@ -179,6 +180,46 @@ def test_unreadable_file(tmp_path: Path) -> None:
             {"metadata": {"ports": {"from": 1024}}},
             f"invalid config ({P}: metadata.ports): expected a list of ports or ranges such as 1024-65535, "
             "got {'from': 1024}",
+        ),
+        ({"host_ports": [22]}, f"invalid config ({P}: host_ports): expected a mapping, got [22]"),
+        (
+            {"host_ports": {"ports": [22]}},
+            f"invalid config ({P}: host_ports.ports): unknown key (expected allow), got [22]",
+        ),
+        (
+            {"host_ports": {"allow": {"tcp": 22}}},
+            f"invalid config ({P}: host_ports.allow): expected a list of ports or ranges such as 22, tcp/22 or "
+            "udp/5000-5010, got {'tcp': 22}",
+        ),
+        (
+            {"host_ports": {"allow": [22, "ssh"]}},
+            f"invalid config ({P}: host_ports.allow[1]): expected a port 1-65535, got 'ssh'",
+        ),
+        (
+            {"host_ports": {"allow": ["icmp/22"]}},
+            f"invalid config ({P}: host_ports.allow[0]): expected tcp, udp or sctp before '/' (such as 22, tcp/22 "
+            "or udp/5000-5010), got 'icmp/22'",
+        ),
+        (
+            {"host_ports": {"allow": ["tcp/"]}},
+            f"invalid config ({P}: host_ports.allow[0]): expected a port 1-65535, got ''",
+        ),
+        (
+            {"host_ports": {"allow": ["udp/5010-5000"]}},
+            f"invalid config ({P}: host_ports.allow[0]): range ends below its start, got '5010-5000'",
+        ),
+        (
+            {"host_ports": {"allow": ["8000-"]}},
+            f"invalid config ({P}: host_ports.allow[0]): range has no end, got '8000-'",
+        ),
+        (
+            {"host_ports": {"allow": [True]}},
+            f"invalid config ({P}: host_ports.allow[0]): expected a port or a range such as 22, tcp/22 or "
+            "udp/5000-5010, got True",
+        ),
+        (
+            {"host_ports": {"allow": [0]}},
+            f"invalid config ({P}: host_ports.allow[0]): expected a port 1-65535, got '0'",
         ),
         (
             {"domains": ["web1"]},
@@ -245,6 +286,35 @@ def test_metadata_ports_forms() -> None:
     policy = config({"metadata": {"ports": ["1024-2048", 8443]}}).metadata
     assert policy.allows_port(1024, 2048) and policy.allows_port(8443, 8443)
     assert not policy.allows_port(1000, 1100) and not policy.allows_port(2048, 2049) and not policy.allows_port(80, 80)
+
+
+def test_host_ports_forms() -> None:
+    assert config().host_ports == HostPortsPolicy(allow=())
+    assert config({"host_ports": None}).host_ports == HostPortsPolicy(allow=())
+    assert config({"host_ports": {}}).host_ports == HostPortsPolicy(allow=())
+    assert config({"host_ports": {"allow": 22}}).host_ports.allow == ((None, PortRange(22, 22, 22)),)
+    policy = config({"host_ports": {"allow": [53, "8000-8100", "tcp/22", " UDP / 5000-5010 "]}}).host_ports
+    assert policy.allow == (
+        (None, PortRange(53, 53, 53)),
+        (None, PortRange(8000, 8100, 8000)),
+        ("tcp", PortRange(22, 22, 22)),
+        ("udp", PortRange(5000, 5010, 5000)),
+    )
+    assert policy.allows("tcp", 53) and policy.allows("udp", 53) and policy.allows("sctp", 8100)
+    assert policy.allows("tcp", 22) and not policy.allows("udp", 22) and not policy.allows("tcp", 8101)
+    assert policy.allows("udp", 5005) and not policy.allows("tcp", 5005)
+
+
+def test_the_shipped_config_is_the_defaults_and_its_host_ports_example_parses() -> None:
+    """templates/config.yaml: every line a comment; its host_ports example, uncommented, parses."""
+    shipped = Path(__file__).resolve().parents[2] / "templates" / "config.yaml"
+    lines = shipped.read_text().splitlines()
+    assert all(line.startswith("#") for line in lines if line.strip())
+    start = next(i for i, line in enumerate(lines) if line.startswith("# host_ports:"))
+    example = lines[start].replace("#", "", 1) + "\n" + lines[start + 1].replace("#", "", 1)
+    assert yaml.safe_load(example) == {"host_ports": {"allow": []}}
+    assert '[tcp/22, "8000-8100"]' in lines[start + 2]
+    assert config({"host_ports": {"allow": yaml.safe_load('[tcp/22, "8000-8100"]')}}).host_ports.allows("udp", 8050)
 
 
 @pytest.mark.parametrize(("backend", "on_error"), [("auto", "allow"), ("iptables", "block"), ("none", "allow")])
