@@ -18,7 +18,8 @@ severity, subject, summary, evidence, fix)::
      "domains": [{"name", "uuid", "status": "live"|"waiting"|null, "pending": "apply"|"remove"|null,
                   "ok", "findings": [...],
                   "forwards": [{"forward", "proto", "address", "dev", "sources", "start", "end",
-                                "guest", "guest_port", "ok", "findings": [...]}]}],
+                                "guest_port", "mac", "bridge", "guest", "where", "ok",
+                                "findings": [...]}]}],
      "summary": {"forwards", "fine", "not", "failing": [id, ...]}}
 """
 
@@ -34,6 +35,7 @@ from .findings import FAIL, Finding
 from .forward import name_problem
 from .model import Forward
 from .paths import Paths
+from .records import encode_forward
 from .survey import DomainView, ForwardView, Survey, survey
 
 VERSION = 1
@@ -208,17 +210,9 @@ def render_json(report: Report) -> str:
 
 
 def _forward_json(report: Report, domain: DomainReport, forward: ForwardReport) -> dict[str, object]:
-    fw = forward.forward
     return {
-        "forward": describe(fw),
-        "proto": fw.proto,
-        "address": str(fw.address) if fw.address else None,
-        "dev": fw.dev,
-        "sources": [str(s) for s in fw.sources],
-        "start": fw.start,
-        "end": fw.end,
-        "guest": str(fw.guest) if fw.guest else None,
-        "guest_port": fw.guest_port,
+        "forward": describe(forward.forward),
+        **encode_forward(forward.forward),  # as its record holds it
         "ok": report.fine(domain, forward),
         "findings": [f.as_json() for f in forward.findings],
     }

@@ -225,8 +225,11 @@ def test_json_keys(tmp_path: Path) -> None:
         "sources": [],
         "start": 20443,
         "end": 20443,
-        "guest": None,
         "guest_port": 443,
+        "mac": MAC,
+        "bridge": "virbr0",
+        "guest": None,
+        "where": "metadata",
         "ok": False,
         "findings": [bad[0].as_json()],
     }
