@@ -1,4 +1,4 @@
-"""``libvirt-portfwd``: hook, plan, apply, remove, status, sync, watch.
+"""``libvirt-portfwd``: hook, plan, apply, remove, status, doctor, sync, watch.
 
 Exit codes (policy.py): 0 ok, 1 a known failure (one line), 2 usage, 70 a bug (one line, the
 traceback in the journal), 130 ^C; ``hook`` exits as the hook does.
@@ -92,6 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     status = commands.add_parser("status", help="each domain's forwards, guest address, and whether they are live")
     status.add_argument("--json", action="store_true", help=JSON_HELP)
     status.set_defaults(run=cmd_status)
+
+    doctor = commands.add_parser(
+        "doctor", help="check every forward hop by hop: what holds, what does not, the fix (changes nothing)"
+    )
+    doctor.add_argument("domain", nargs="?", help="only this domain (name or UUID)")
+    doctor.add_argument("--json", action="store_true", help="one JSON document instead of text")
+    doctor.set_defaults(run=cmd_doctor)
 
     watch = commands.add_parser("watch", help="keep the rules in place when others rebuild the firewall (a service)")
     watch.add_argument("rest", nargs=argparse.REMAINDER, help="--period SECONDS")
@@ -192,6 +199,12 @@ def _collect_status(paths: Paths, now: float) -> "StatusResult":
         age = round(max(0.0, now - float(intent.get("at") or 0)))
         pending.append(Pending(uuid, str(intent.get("name") or "") or None, op, age))
     return StatusResult(choice, tuple(domains), tuple(pending))
+
+
+def cmd_doctor(args: argparse.Namespace, paths: Paths) -> int:
+    from . import doctor
+
+    return doctor.main(paths, args.domain, args.json)
 
 
 def cmd_sync(args: argparse.Namespace, paths: Paths) -> int:

@@ -19,14 +19,23 @@ def lease_path(dnsmasq_dir: str, bridge: str) -> str:
     return os.path.join(dnsmasq_dir, f"{bridge}.status")
 
 
+Lease = tuple[str, IPv4Address, int]  # MAC (lower case), address, expiry-time (0: never expires)
+
+
 def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
     """MAC -> IPv4 address of every unexpired lease in ``path`` (a missing file: none)."""
+    return {mac: lease[1] for mac, lease in current_leases(read_leases(path), now).items()}
+
+
+def read_leases(path: str) -> list[Lease]:
+    """Every well-formed entry of ``path``, expired ones included, in file order (a missing file:
+    none). Entries that are not a lease (a bad MAC, an IPv6 or malformed address) are skipped."""
     try:
         data = limits.read_file(path, limits.LEASE_FILE, "leases")
     except FileNotFoundError:
-        return {}
+        return []
     if not data.strip():
-        return {}
+        return []
     try:
         entries = json.loads(data)
     except ValueError as exc:  # also a number of more than 4,300 digits
@@ -35,8 +44,7 @@ def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
         raise InputError("invalid lease file", "nested too deeply (not a lease list)", where=path) from None
     if not isinstance(entries, list):
         raise InputError("invalid lease file", "expected a JSON list", where=path)
-    now = time.time() if now is None else now
-    best: dict[str, tuple[int, IPv4Address]] = {}
+    leases = []
     for entry in entries:
         if not isinstance(entry, dict):
             continue
@@ -50,9 +58,20 @@ def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
             parsed = ip_address(address)
         except ValueError:
             continue
-        if not isinstance(parsed, IPv4Address) or (expiry and expiry < now):
+        if isinstance(parsed, IPv4Address):
+            leases.append((mac, parsed, expiry))
+    return leases
+
+
+def current_leases(leases: list[Lease], now: float | None = None) -> dict[str, Lease]:
+    """Per MAC, the lease a start would use: unexpired at ``now``, the latest to expire (the
+    last in the file among equals; a lease that never expires ranks above all)."""
+    now = time.time() if now is None else now
+    best: dict[str, Lease] = {}
+    for lease in leases:
+        mac, _, expiry = lease
+        if expiry and expiry < now:
             continue
-        rank = expiry or 2**63
-        if mac not in best or rank >= best[mac][0]:
-            best[mac] = (rank, parsed)
-    return {mac: address for mac, (_, address) in best.items()}
+        if mac not in best or (expiry or 2**63) >= (best[mac][2] or 2**63):
+            best[mac] = lease
+    return best

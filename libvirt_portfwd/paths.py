@@ -15,12 +15,25 @@ QEMU_RUN_DIR = "/run/libvirt/qemu"
 PROC = "/proc"
 PROC_NET = "/proc/net"  # listening sockets (listeners.py)
 EPHEMERAL_PORTS = "/proc/sys/net/ipv4/ip_local_port_range"
+HOOK_DIR = "/etc/libvirt/hooks"  # libvirt's; ours are <kind>.d/libvirt-portfwd (install.sh HOOK_DIR)
+HOOK_NAME = "libvirt-portfwd"
+SYSCTL_FILE = "/etc/sysctl.d/60-libvirt-portfwd.conf"  # install.sh writes net.ipv4.ip_forward = 1 there
+SYSTEMD_DIR = "/run/systemd/system"  # exists where systemd runs (sd_booted)
 
 
 class Paths:
     """Resolved locations; ``config`` may be overridden (``--config``)."""
 
-    __slots__ = ("config", "dnsmasq_dir", "network_dir", "qemu_run_dir", "run_dir")
+    __slots__ = (
+        "config",
+        "dnsmasq_dir",
+        "hook_dir",
+        "network_dir",
+        "qemu_run_dir",
+        "run_dir",
+        "sysctl_file",
+        "systemd_dir",
+    )
 
     def __init__(self, root: str | None = None, config: str | None = None) -> None:
         root = os.environ.get("LIBVIRT_PORTFWD_ROOT", "") if root is None else root
@@ -33,6 +46,13 @@ class Paths:
         self.dnsmasq_dir = under(DNSMASQ_DIR)
         self.network_dir = under(NETWORK_DIR)
         self.qemu_run_dir = under(QEMU_RUN_DIR)
+        self.hook_dir = under(HOOK_DIR)
+        self.sysctl_file = under(SYSCTL_FILE)
+        self.systemd_dir = under(SYSTEMD_DIR)
+
+    def hook(self, kind: str) -> str:
+        """Our installed libvirt hook of ``kind`` (qemu or network)."""
+        return os.path.join(self.hook_dir, f"{kind}.d", HOOK_NAME)
 
     @property
     def state_dir(self) -> str:

@@ -55,27 +55,29 @@ def encode(record: Record) -> state.Data:
         "name": record.name,
         "backend": record.backend,
         "status": record.status,
-        "forwards": [
-            {
-                "proto": f.proto,
-                "address": str(f.address) if f.address else None,
-                "dev": f.dev,
-                "sources": [str(s) for s in f.sources],
-                "start": f.start,
-                "end": f.end,
-                "guest_port": f.guest_port,
-                "mac": f.mac,
-                "bridge": f.bridge,
-                "guest": str(f.guest) if f.guest else None,
-                "where": f.where,
-            }
-            for f in record.forwards
-        ],
+        "forwards": [encode_forward(f) for f in record.forwards],
         "token": record.token,
         "xml": record.xml,
         "waiting_macs": list(record.waiting_macs),
         "teardown": dict(record.teardown),
         "claims": [[c.proto, str(c.address) if c.address else None, c.start, c.end] for c in record.claims],
+    }
+
+
+def encode_forward(f: Forward) -> dict[str, object]:
+    """One forward as JSON data (records; doctor --json)."""
+    return {
+        "proto": f.proto,
+        "address": str(f.address) if f.address else None,
+        "dev": f.dev,
+        "sources": [str(s) for s in f.sources],
+        "start": f.start,
+        "end": f.end,
+        "guest_port": f.guest_port,
+        "mac": f.mac,
+        "bridge": f.bridge,
+        "guest": str(f.guest) if f.guest else None,
+        "where": f.where,
     }
 
 

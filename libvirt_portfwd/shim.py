@@ -13,6 +13,7 @@ from .errors import UsageError
 
 LIB = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KINDS = ("qemu", "network")
+MARKER = "managed-by: libvirt-portfwd"  # in every file install.sh writes (its MARKER); it overwrites no other
 
 
 def render(kind: str, config: str, lib: str = LIB) -> str:

@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.errors import InputError
-from libvirt_portfwd.leases import lease_path, load_leases
+from libvirt_portfwd.leases import lease_path, load_leases, read_leases
 
 NOW = 1_800_000_000
+MAC = "52:54:00:aa:bb:cc"
 
 
 def write(tmp_path: Path, content: object) -> str:
@@ -86,3 +87,18 @@ def test_broken_file(tmp_path: Path, content: str, why: str) -> None:
         load_leases(path, now=NOW)
     message = str(caught.value)
     assert message.startswith(f"libvirt-portfwd: invalid lease file ({path}): {why}") and "\n" not in message
+
+
+def test_lease_entries_keep_expired_ones_in_file_order(tmp_path: Path) -> None:
+    path = tmp_path / "virbr0.status"
+    path.write_text(
+        json.dumps(
+            [
+                {"ip-address": "192.168.122.178", "mac-address": MAC.upper(), "expiry-time": NOW - 5},
+                {"ip-address": "fe80::1", "mac-address": MAC, "expiry-time": NOW + 5},  # not IPv4: skipped
+                {"ip-address": "192.168.122.179", "mac-address": MAC, "expiry-time": NOW + 5},
+            ]
+        )
+    )
+    first, second = IPv4Address("192.168.122.178"), IPv4Address("192.168.122.179")
+    assert read_leases(str(path)) == [(MAC, first, NOW - 5), (MAC, second, NOW + 5)]
