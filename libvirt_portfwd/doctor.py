@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import domainchecks, hostchecks
+from . import domainchecks, firewallcheck, hostchecks
 from .errors import UsageError
 from .findings import FAIL, Finding
 from .forward import name_problem
@@ -49,18 +49,17 @@ HOST_CHECKS: list[Callable[[Survey], list[Finding]]] = [
     hostchecks.check_ip_forward,
     hostchecks.check_rp_filter,
     hostchecks.check_br_netfilter,
+    firewallcheck.check_firewall,
 ]
 DOMAIN_CHECKS: list[Callable[[DomainView], list[Finding]]] = [
     domainchecks.check_record,
     domainchecks.check_intent,
+    firewallcheck.check_domain_rules,
 ]
 FORWARD_CHECKS: list[Callable[[ForwardView], list[Finding]]] = [
     domainchecks.check_lease,
-    # Here, between the address and the guest, go the firewall checks in packet order (our DNAT
-    # and accept or gate present and ahead of libvirt's reject, every other base chain on the
-    # path, the counters of our DNAT and accept), then the check for a host process listening on
-    # the forward's port. Each is a (ForwardView) -> list[Finding]; what they read from the
-    # firewall belongs on the Survey, read once for every forward.
+    # (the firewall hops, ours and others', are host and domain checks: read once, above)
+    firewallcheck.check_listener,
     domainchecks.check_guest,
 ]
 

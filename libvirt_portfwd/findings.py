@@ -11,6 +11,8 @@ from dataclasses import asdict, dataclass
 OK, FAIL, WARN, INFO = "ok", "fail", "warn", "info"  # a finding's severity: fail makes a forward not work
 SEVERITIES = (OK, FAIL, WARN, INFO)
 FIREWALL = "firewall"  # the subject of a finding about our rules as a whole, not one domain
+# A fix is a small shell snippet: command lines as they stand, ``#`` lines where no command does it.
+SYNC_FIX = "libvirt-portfwd sync\n# (the watcher does this within a second where its service runs)"
 
 
 @dataclass(frozen=True)

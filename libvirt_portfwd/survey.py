@@ -25,6 +25,10 @@ from .network import Networks, load_networks
 from .paths import Paths
 from .records import Record, load_record
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .listeners import Listener
+
 
 @dataclass
 class Survey:
@@ -61,6 +65,28 @@ class Survey:
             except PortfwdError as exc:
                 self._leases[bridge] = exc
         return self._leases[bridge]
+
+    @cached_property
+    def firewall(self) -> list[Finding]:
+        """The firewall hops read back, as findings (firewallcheck.py), for every check."""
+        from .firewallcheck import survey_firewall
+
+        return survey_firewall(self)
+
+    @cached_property
+    def listeners(self) -> tuple[Listener, ...] | PortfwdError:
+        """The listening sockets of this network namespace (listeners.py)."""
+        from .listeners import read_listeners
+
+        try:
+            return read_listeners(("tcp", "udp"))
+        except OSError as exc:
+            return PortfwdError("cannot read the listening sockets", exc.strerror or str(exc))
+
+    def owner(self, inode: int) -> str | None:
+        from .listeners import owner
+
+        return owner(inode)
 
     @property
     def systemd(self) -> bool:

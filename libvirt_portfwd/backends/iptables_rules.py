@@ -16,7 +16,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from .. import names
-from ..findings import FAIL, INFO, OK, WARN, Finding, firewall
+from ..findings import FAIL, INFO, OK, SYNC_FIX, WARN, Finding, firewall
 from ..model import Plan
 from .xt_listing import XtRuleset
 
@@ -192,14 +192,14 @@ def live_chains(xt: XtRuleset) -> set[str]:
     return set.intersection(*live)
 
 
-SYNC_FIX = "libvirt-portfwd sync   (the watcher does it within a second where it runs)"
-
-
 def findings(xt: XtRuleset, live: dict[str, str]) -> list[Finding]:
     """Our hook rules (present once, FORWARD's above libvirt's), FORWARD's policy and what comes
     before us there, then each live domain (uuid -> name): its chains reached, and its counters."""
     observed = observed_tables(xt)
     found: list[Finding] = []
+    if not live:  # nothing needs our rules: only say what of ours is left
+        ours = sorted({c for seen in observed.values() for c in seen.chains})
+        return [firewall("rules.left", INFO, f"no domain live; chains of ours left: {', '.join(ours)}")] if ours else []
     for hook in HOOK_RULES:
         found.append(_hook_finding(hook, observed[hook.table].hook_rules))
     found += _forward_path(xt)
@@ -250,15 +250,9 @@ def _forward_path(xt: XtRuleset) -> list[Finding]:
     found = []
     if forward is not None and forward.policy == "DROP":
         if ours is None:
-            found.append(
-                firewall(
-                    "path.forward_policy",
-                    FAIL,
-                    "filter FORWARD drops (policy DROP) and our accept is gone",
-                    "",
-                    SYNC_FIX,
-                )
-            )
+            evidence = f"filter FORWARD: policy DROP, {len(rules)} rule(s), none of ours"
+            summary = "filter FORWARD drops (policy DROP) and our accept is gone"
+            found.append(firewall("path.forward_policy", FAIL, summary, evidence, SYNC_FIX))
         else:
             found.append(
                 firewall("path.forward_policy", INFO, "filter FORWARD's policy is DROP; our accept comes first")

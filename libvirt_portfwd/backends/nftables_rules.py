@@ -18,7 +18,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .. import names
-from ..findings import FAIL, INFO, OK, Finding, firewall
+from ..findings import FAIL, INFO, OK, SYNC_FIX, Finding, firewall
 from ..model import Forward, Plan
 from .nft_listing import Ruleset
 from .nft_text import GATE
@@ -27,7 +27,6 @@ PROTOCOLS = ("tcp", "udp", "sctp")
 TABLE, LIBVIRT_TABLE, GATE_CHAIN = names.NFT_TABLE, names.LIBVIRT_NFT_TABLE, names.LIBVIRT_NFT_GATE_CHAIN
 HOOK_CHAINS = ("prerouting", "output")  # each: one rule of ours, jump forwards
 DISPATCH = "forwards"
-SYNC_FIX = "libvirt-portfwd sync   (the watcher does it within a second where it runs)"
 
 
 @dataclass(frozen=True)

@@ -26,6 +26,9 @@ BOTH = pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)  
 WEB1 = "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01"
 
 
+NFT_OK = {("rules.table", "ok"), ("rules.dispatch", "ok"), ("rules.gate", "ok")}
+
+
 def web1_xml() -> str:
     return domain_xml(
         "web1",
@@ -91,7 +94,7 @@ def apply_fix(lab: Lab, finding: dict[str, str], uri: str) -> None:
     for command in commands:
         argv = shlex.split(command)
         if argv[0] == "libvirt-portfwd":
-            proc = lab.cli(*argv[1:], *(["--connect", uri] if argv[1] == "apply" else []))
+            proc = lab.cli(*argv[1:], *(["--connect", uri] if argv[1] in ("apply", "sync") else []))
             assert proc.returncode == 0, proc.stderr
         else:
             lab.exec(lab.host, *argv)
@@ -113,7 +116,18 @@ def test_a_working_forward_is_fine(lab: Lab) -> None:
         ("lease.current", "ok"),
         ("guest.answers", "ok"),
         ("guest.answers", "info"),  # UDP: not checked
-    } == got
+        ("rules.backend", "ok"),
+        ("rules.hooks", "ok"),
+        ("rules.domain", "ok"),
+        ("path.foreign", "ok"),
+        ("host.listener", "ok"),
+        ("counters.translated", "info"),
+        ("counters.accepted", "info"),
+    } | (
+        {("rules.table", "ok"), ("rules.dispatch", "ok"), ("rules.gate", "ok")} if lab.kind == "nftables" else set()
+    ) == got
+    backend = next(f for f in findings(document) if f["id"] == "rules.backend")
+    assert backend["summary"].startswith(f"backend {lab.kind} (auto: libvirt runs network default with its {lab.kind}")
     [domain] = document["domains"]
     assert (domain["name"], domain["uuid"], domain["status"], domain["ok"]) == ("web1", WEB1, "live", True)
     tcp, udp = domain["forwards"]
@@ -309,3 +323,111 @@ def test_as_a_user_it_checks_less_and_says_so(lab: Lab) -> None:
     assert access["summary"].startswith("cannot read the recorded state and the pending intents as uid ")
     assert access["fix"] == "# as root:\nlibvirt-portfwd doctor"
     assert proc.returncode == 0 and document["domains"] == [] and failing(document) == []
+
+
+# --- the firewall hops -------------------------------------------------------------------------------
+
+FOREIGN = (  # an admin's /etc/nftables.conf: ssh in, nothing forwarded
+    "table inet filter {\n"
+    " chain input {\n type filter hook input priority 0; policy accept;\n tcp dport 22 accept\n }\n"
+    " chain forward {\n type filter hook forward priority 0; policy drop;\n ct state established,related accept\n }\n"
+    "}\n"
+)
+
+
+def fixed_by(lab: Lab, tmp_path: Path, id_: str) -> None:
+    """doctor names the fault by ``id_`` (and nothing else fails), doctor changed nothing, and the
+    fix applied as printed makes the forward answer and doctor fine again."""
+    before = lab.firewall()
+    code, document = doctor(lab)
+    assert code == 1
+    finding = next(f for f in failing(document) if f["id"] == id_)
+    assert finding["fix"] and finding["evidence"], finding
+    assert lab.firewall() == before  # doctor changed nothing
+    apply_fix(lab, finding, node_uri(tmp_path))
+    assert lab.probe("tcp", 20443) == "guest tcp 443"
+    code, document = doctor(lab)
+    assert code == 0, failing(document)
+
+
+@BOTH
+def test_a_foreign_base_chain_with_policy_drop_on_forward(lab: Lab, tmp_path: Path) -> None:
+    start_web1(lab)
+    lab.exec(lab.host, "nft", "-f", "-", input=FOREIGN)
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    _, document = doctor(lab)
+    [drop] = [f for f in failing(document) if f["id"] == "path.foreign_drop"]
+    assert "inet filter forward" in drop["summary"] and "policy drop" in drop["evidence"]
+    assert drop["fix"].startswith("nft insert rule inet filter forward ")
+    fixed_by(lab, tmp_path, "path.foreign_drop")
+    assert lab.probe("tcp", 22, address=GUEST_ADDRESS).startswith("ERROR")  # the admin's line opens only ours
+
+
+@pytest.mark.parametrize("lab", ["iptables"], indirect=True)
+def test_our_forward_jump_below_libvirts_reject(lab: Lab, tmp_path: Path) -> None:
+    start_web1(lab)
+    jump = ["FORWARD", "-m", "comment", "--comment", "libvirt-portfwd", "-j", "PORTFWD"]
+    lab.exec(lab.host, "iptables", "-D", *jump)
+    lab.exec(lab.host, "iptables", "-A", *jump)
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    fixed_by(lab, tmp_path, "rules.order")
+
+
+@pytest.mark.parametrize("lab", ["iptables"], indirect=True)
+def test_forward_policy_drop_with_our_accept_gone(lab: Lab, tmp_path: Path) -> None:
+    start_web1(lab)
+    lab.exec(lab.host, "iptables", "-D", "FORWARD", "-m", "comment", "--comment", "libvirt-portfwd", "-j", "PORTFWD")
+    lab.exec(lab.host, "iptables", "-P", "FORWARD", "DROP")
+    try:
+        assert lab.probe("tcp", 20443).startswith("ERROR")
+        _, document = doctor(lab)
+        assert {"path.forward_policy", "rules.hooks"} <= {f["id"] for f in failing(document)}
+        fixed_by(lab, tmp_path, "path.forward_policy")
+    finally:
+        lab.exec(lab.host, "iptables", "-P", "FORWARD", "ACCEPT")
+
+
+@pytest.mark.parametrize("lab", ["nftables"], indirect=True)
+def test_the_nft_gate_missing(lab: Lab, tmp_path: Path) -> None:
+    start_web1(lab)
+    listing = lab.exec(lab.host, "nft", "-a", "list", "chain", "ip", "libvirt_network", "guest_input")
+    [handle] = [line.rsplit("# handle ", 1)[1] for line in listing.splitlines() if "libvirt-portfwd" in line]
+    lab.exec(lab.host, "nft", "delete", "rule", "ip", "libvirt_network", "guest_input", "handle", handle.strip())
+    assert lab.probe("tcp", 20443).startswith("ERROR")
+    fixed_by(lab, tmp_path, "rules.gate")
+
+
+@BOTH
+def test_a_host_listener_on_the_forwarded_port(lab: Lab, tmp_path: Path) -> None:
+    start_web1(lab)
+    listener = subprocess.Popen(
+        [*lab.enter(), PYTHON, "-c", LISTEN, HOST_ADDRESS, "20443"], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert listener.stdout is not None and listener.stdout.readline().strip() == "listening"
+        code, document = doctor(lab)
+        [found] = failing(document)
+        assert code == 1 and found["id"] == "host.listener"
+        assert f"would capture tcp {HOST_ADDRESS}:20443" in found["evidence"] and "python" in found["evidence"]
+        assert "allow tcp/20443 in host_ports.allow" in found["fix"]
+        # the fix the admin chooses here: allow the port (the line's last way out), then apply
+        lab.write_config("lease_wait: 20\nhost_ports:\n  allow: [tcp/20443]\n")
+        [apply] = [line.split("then: ", 1)[1] for line in found["fix"].splitlines() if "then: " in line]
+        proc = lab.cli(*shlex.split(apply)[1:], "--connect", node_uri(tmp_path))
+        assert proc.returncode == 0, proc.stderr
+        assert lab.probe("tcp", 20443) == "guest tcp 443"
+        assert doctor(lab)[0] == 0
+    finally:
+        listener.kill()
+        listener.wait()
+
+
+LISTEN = """
+import socket, sys, time
+s = socket.socket()
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind((sys.argv[1], int(sys.argv[2])))
+s.listen()
+print("listening", flush=True)
+time.sleep(120)
+"""
