@@ -25,7 +25,7 @@ import contextlib
 import os
 import subprocess
 import sys
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -203,14 +203,20 @@ class Labs:
 
 
 @contextlib.contextmanager
-def own_portfwd_lab(labs: Labs, workdir: Path, release: str, firewall: str | None = None) -> Iterator[PortfwdLab]:
-    """A booted host of a test's own with libvirt-portfwd installed (a reboot or an upgrade
+def own_portfwd_lab(
+    labs: Labs,
+    workdir: Path,
+    release: str,
+    firewall: str | None = None,
+    installed: Callable[[Lab], None] = install,
+) -> Iterator[PortfwdLab]:
+    """A booted host of a test's own with libvirt-portfwd ``installed`` (a reboot or an upgrade
     changes the host for good); the shared lab is closed first, it is not needed meanwhile."""
     labs.close()
     missing = missing_prerequisites(release)
     if missing:
         unavailable("missing " + ", ".join(missing) + " (run tests/lab/install_deps.sh as root)")
-    instance = PortfwdLab(workdir=workdir, release=release, firewall_backend=firewall, before_libvirtd=install)
+    instance = PortfwdLab(workdir=workdir, release=release, firewall_backend=firewall, before_libvirtd=installed)
     try:
         instance.start()
     except InstallError as exc:
