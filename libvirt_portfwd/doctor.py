@@ -205,7 +205,7 @@ def render_json(report: Report) -> str:
             "failing": sorted({f.id for f in report.every() if f.severity == FAIL}),
         },
     }
-    return json.dumps(document, indent=2) + "\n"
+    return json.dumps(document, sort_keys=True, indent=2) + "\n"
 
 
 def _forward_json(report: Report, domain: DomainReport, forward: ForwardReport) -> dict[str, object]:

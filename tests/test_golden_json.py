@@ -239,3 +239,90 @@ def test_live_forwards_render_alike(tmp_path: Path) -> None:
     assert [d["live"] for d in document["domains"]] == [True, False]
     assert [{f["live"] for f in d["forwards"]} for d in document["domains"]] == [{True}, {False}]
     assert_status_agrees(render_result(result, as_json=False), document)
+
+
+# --- doctor --json -------------------------------------------------------------------------------
+
+
+def test_doctor_json_and_text(tmp_path: Path) -> None:
+    """``doctor``'s two renderings of one report, against tests/golden/doctor.json and
+    doctor.txt: the firewall findings computed from a listing captured in a namespace (our
+    nftables backend live, and an admin's inet filter table dropping forwarded packets), the host
+    and forward findings as the host checks word them."""
+    from ipaddress import IPv4Address
+
+    from libvirt_portfwd import doctor
+    from libvirt_portfwd.backends import nftables_rules
+    from libvirt_portfwd.backends.foreign import foreign_findings
+    from libvirt_portfwd.backends.nft_listing import parse
+    from libvirt_portfwd.findings import FAIL, FIREWALL, INFO, OK, Finding, firewall
+    from libvirt_portfwd.model import Forward
+    from libvirt_portfwd.paths import Paths
+    from libvirt_portfwd.survey import DomainView, Survey
+
+    uuid, mac = "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01", "52:54:00:aa:bb:cc"
+    listing = parse((Path(__file__).parent / "data/listings/nftables-foreign-drop.nft.json").read_text())
+    backend = firewall(
+        "rules.backend", OK, "backend nftables (auto: libvirt runs network default with its nftables firewall)"
+    )
+    walls = [backend, *nftables_rules.findings(listing, {uuid: "web1"}), *foreign_findings(listing, "nftables")]
+    host = [
+        Finding("hook.installed", OK, "host", "the qemu hook is installed"),
+        Finding("config.valid", OK, "host", "the config loads"),
+        Finding(
+            "sysctl.ip_forward", OK, "host", "the host routes packets to its guests", "/proc/sys/net/ipv4/ip_forward: 1"
+        ),
+        *(f for f in walls if f.subject == FIREWALL),
+    ]
+    tcp = Forward(
+        "tcp",
+        IPv4Address("203.0.113.10"),
+        None,
+        (),
+        20443,
+        20443,
+        443,
+        mac,
+        "virbr0",
+        IPv4Address("192.168.122.178"),
+        "metadata",
+    )
+    udp = Forward("udp", None, None, (), 5353, 5353, 5353, mac, "virbr0", IPv4Address("192.168.122.178"), "metadata")
+    subject = "web1 tcp 203.0.113.10:20443"
+    view = DomainView(
+        Survey(Paths(root=str(tmp_path))),
+        uuid,
+        "web1",
+        Record(uuid, "web1", "nftables", "live", [tcp, udp]),
+        None,
+        None,
+    )
+    domain = [
+        Finding("record.live", OK, "web1", "live (nftables): 2 forwards"),
+        *(f for f in walls if f.subject == "web1"),
+    ]
+    forwards = [
+        doctor.ForwardReport(
+            tcp,
+            [
+                Finding("lease.current", OK, subject, "192.168.122.178 is 52:54:00:aa:bb:cc's current lease"),
+                Finding("host.listener", OK, subject, "no host process listens on its ports"),
+                Finding(
+                    "guest.answers",
+                    FAIL,
+                    subject,
+                    "192.168.122.178:443 refuses connections",
+                    "connect: refused",
+                    "# look inside the guest",
+                ),
+            ],
+        ),
+        doctor.ForwardReport(
+            udp, [Finding("guest.answers", INFO, "web1 udp *:5353", "not checked: UDP has no handshake to try")]
+        ),
+    ]
+    report = doctor.Report(host, [doctor.DomainReport(view, domain, forwards)])
+    document = one_document(doctor.render_json(report))
+    assert document["ok"] is False and sorted(document["summary"]["failing"]) == ["guest.answers", "path.foreign_drop"]
+    compare(GOLDEN / "doctor.json", doctor.render_json(report))
+    compare(GOLDEN / "doctor.txt", doctor.render_text(report))

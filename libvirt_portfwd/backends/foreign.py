@@ -20,7 +20,7 @@ from ..backendnames import IPTABLES
 from ..findings import FAIL, OK, WARN, Finding, firewall
 from .nft_listing import Chain, Rule, Ruleset
 
-OURS = {("ip", names.NFT_TABLE), ("ip", names.LIBVIRT_NFT_TABLE)}
+OURS = {("ip", names.NFT_TABLE), ("ip", names.LIBVIRT_NFT_TABLE), ("ip6", names.LIBVIRT_NFT_TABLE)}  # and libvirt's
 XT_TABLES = {("ip", t) for t in ("filter", "nat", "mangle", "raw", "security")}  # what iptables-nft writes
 HOOKS = ("forward",)  # filter chains on the forwarded path (nat hooks do not drop)
 MARK = f"{names.CT_MARK:#010x}"

@@ -224,12 +224,18 @@ def gate_finding(ruleset: Ruleset) -> Finding:
 
 
 def counter_findings(ruleset: Ruleset) -> list[Finding]:
-    """Connections our DNAT translated (per protocol) and our gate accepted, where counted."""
+    """Packets our DNAT lookups translated and our gate accepted (every domain's together: the
+    maps' elements keep no counters of their own)."""
+    counted = [
+        (rule.counter[0], ", ".join(sorted(rule.refs)))
+        for rule in ruleset.rules_of("ip", TABLE, DISPATCH)
+        if rule.counter is not None and "dnat" in rule.statements
+    ]
     found = []
-    for rule in ruleset.rules_of("ip", TABLE, DISPATCH):
-        if rule.counter is not None and "dnat" in rule.statements:
-            maps = ", ".join(sorted(rule.refs))
-            found.append(firewall("counters.translated", INFO, f"{rule.counter[0]} packet(s) translated via {maps}"))
+    if counted:
+        per_map = "; ".join(f"{refs}: {packets}" for packets, refs in counted if packets)
+        total = sum(packets for packets, _ in counted)
+        found.append(firewall("counters.translated", INFO, f"{total} packet(s) translated by our DNAT", per_map))
     gate = [r for r in ruleset.rules_of("ip", LIBVIRT_TABLE, GATE_CHAIN) if r.comment == names.tag()]
     if gate and gate[0].counter is not None:
         found.append(firewall("counters.accepted", INFO, f"{gate[0].counter[0]} packet(s) accepted by our gate"))
