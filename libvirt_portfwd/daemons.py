@@ -23,6 +23,7 @@ class Daemon:
     clk_tck: int
     earliest: float  # the start, seconds since the epoch: no earlier than this
     latest: float  # and no later than this
+    elsewhere: bool | None = False  # in another network namespace? None: cannot tell (non-root)
 
 
 def parse_stat(text: str) -> tuple[str, int]:
@@ -51,7 +52,7 @@ def start_window(starttime: int, btime: int, clk_tck: int) -> tuple[float, float
 def find_daemons(names: tuple[str, ...] = QEMU_DAEMONS, proc: str = PROC) -> list[Daemon]:
     """Every process named one of ``names`` in this network namespace (whose firewall and guests
     are the ones we look at), by pid. A process whose namespace cannot be read (another user's,
-    as non-root) is counted in: nothing says it is elsewhere."""
+    as non-root) is counted in, marked ``elsewhere=None``: nothing says where it is."""
     clk_tck = os.sysconf("SC_CLK_TCK")
     with open(os.path.join(proc, "stat"), encoding="ascii", errors="replace") as handle:
         btime = parse_btime(handle.read())
@@ -71,7 +72,8 @@ def find_daemons(names: tuple[str, ...] = QEMU_DAEMONS, proc: str = PROC) -> lis
         if ours and theirs and theirs != ours:
             continue
         earliest, latest = start_window(starttime, btime, clk_tck)
-        found.append(Daemon(int(entry), comm, starttime, btime, clk_tck, earliest, latest))
+        unknown = None if not (ours and theirs) else False
+        found.append(Daemon(int(entry), comm, starttime, btime, clk_tck, earliest, latest, unknown))
     return sorted(found, key=lambda d: d.pid)
 
 

@@ -160,9 +160,10 @@ def _seen(survey: Survey, daemon: Daemon, path: str, ctime: float) -> Finding:
         )
     return Finding(
         "hook.seen",
-        FAIL,
+        WARN if daemon.elsewhere is None else FAIL,  # as non-root: it may be another host's (a namespace)
         HOST,
-        f"{who} started before the hook was written, with no qemu hook then: it does not run it",
+        f"{who} started before the hook was written, with no qemu hook then: it does not run it"
+        + (" (if it is this host's: its namespace cannot be read as this user)" if daemon.elsewhere is None else ""),
         f"{started}; {written}; no other qemu hook and no earlier installation of ours predates it "
         "(a SIGHUP since would have made it look again, and leaves no trace)",
         _rescan(survey, daemon),
