@@ -169,8 +169,9 @@ def check_conflicts(plan: Plan, config: Config, index: dict[str, state.Data]) ->
 
 def check_host_ports(plan: Plan, config: Config, listeners: Sequence[Listener] | None = None) -> None:
     """Refuse a plan whose forwards would capture a listening socket of this network namespace
-    that host_ports.allow does not name (listeners.py). /proc/net is read only for the protocols
-    of forwards whose ports are not all allowed (or ``listeners``, read once by the caller)."""
+    that host_ports.allow does not name (listeners.py). The listeners are read only for the
+    protocols of forwards whose ports are not all allowed (or ``listeners``, read once by the
+    caller)."""
     from . import listeners as sockets
 
     if listeners is None:

@@ -47,7 +47,7 @@ class HostPortsPolicy:
         return self.allows_range(proto, port, port)
 
     def allows_range(self, proto: str, start: int, end: int) -> bool:
-        """Every port start..end (as one entry allows them: enough to skip reading /proc/net)."""
+        """Every port start..end (as one entry allows them: enough to skip reading the listeners)."""
         return any(p in (None, proto) and r.start <= start and end <= r.end for p, r in self.allow)
 
 

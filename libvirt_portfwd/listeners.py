@@ -1,13 +1,18 @@
 """The listening sockets of the network namespace we run in, and which of them a forward would
 capture.
 
-Read from ``/proc/net/{tcp,tcp6,udp,udp6}``, which show the sockets of the reading process's
-own network namespace: TCP sockets in state LISTEN (0A), UDP sockets that are bound and not
-connected (state 07, no remote port). An unconnected UDP socket on a port of the kernel's
-ephemeral range (``net.ipv4.ip_local_port_range``) is a client's (a resolver's or dnsmasq's
-upstream query socket): its replies belong to a connection it started, which conntrack gives to
-it past our DNAT, and such sockets come and go with every query, so they are not counted (a
-forward would otherwise be refused at random). SCTP endpoints are not read.
+The sockets of the reading process's own network namespace: TCP sockets in state LISTEN, UDP
+sockets that are bound and not connected (state CLOSE, no remote port). Each protocol is asked
+of the kernel over netlink (sock_diag, sockdiag.py), which walks only those sockets; where that
+fails in any way (no sock_diag, a refusal, an answer we cannot read, a timeout), it is read from
+``/proc/net/{tcp,tcp6,udp,udp6}`` instead: the same sockets, at the cost of a walk over the
+whole connection table for each file (several ms per tcp file on a large host).
+
+An unconnected UDP socket on a port of the kernel's ephemeral range
+(``net.ipv4.ip_local_port_range``) is a client's (a resolver's or dnsmasq's upstream query
+socket): its replies belong to a connection it started, which conntrack gives to it past our
+DNAT, and such sockets come and go with every query, so they are not counted (a forward would
+otherwise be refused at random). SCTP endpoints are not read.
 
 What a forward's claim (proto, address or every local address, ports) captures:
 
@@ -16,7 +21,7 @@ What a forward's claim (proto, address or every local address, ports) captures:
   address; likewise a multicast or broadcast address, which is not local to our DNAT;
 - a listener on a wildcard (``0.0.0.0``, ``::``) on the claim's protocol and one of its ports:
   always, whatever the claim's address (the forward takes that address's share of its traffic;
-  a ``::`` socket with IPV6_V6ONLY gets no IPv4, but /proc/net does not say so: it counts);
+  a ``::`` socket with IPV6_V6ONLY gets no IPv4, but /proc/net cannot say so: it counts);
 - a listener on a specific IPv4 address (a v4-mapped ``::ffff:a.b.c.d`` counts as ``a.b.c.d``):
   a claim on that address, or on no address (such a forward captures every local address);
 - a listener on a specific IPv6 address: never (forwards are IPv4 only).
@@ -26,8 +31,9 @@ dnsmasq is a real listener (DNS on the bridge address, 192.168.122.1:53 tcp and 
 udp 0.0.0.0:67): a forward of port 53 without an address would take the guests' DNS, and it is
 refused like any other capture.
 
-Parsing is pure (``parse_proc_net`` takes the file's text); a line that does not have the
-kernel's shape in every field is skipped, never an error.
+Parsing is pure (``parse_proc_net`` takes the file's text, ``sockdiag.parse_answer`` the
+netlink answer's bytes); a /proc/net line that does not have the kernel's shape in every field
+is skipped, never an error.
 """
 
 import os
@@ -40,12 +46,13 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address, IPv6Address
 from typing import Literal
 
+from . import sockdiag
 from .model import Claim
 from .paths import EPHEMERAL_PORTS, PROC, PROC_NET
 
-TCP_LISTEN = 0x0A
-UDP_UNCONNECTED = 0x07  # TCP_CLOSE: what an unconnected UDP socket shows
-FILES = (("tcp", "tcp"), ("tcp", "tcp6"), ("udp", "udp"), ("udp", "udp6"))  # proto, file
+PROTOS = ("tcp", "udp")
+FILES = {"tcp": ("tcp", "tcp6"), "udp": ("udp", "udp6")}  # proto -> its /proc/net files
+STATES = {proto: state for proto, (_, state) in sockdiag.PROTOCOLS.items()}  # LISTEN, CLOSE (unconnected)
 EPHEMERAL_DEFAULT = (32768, 60999)
 OWNER_BUDGET = 0.25  # seconds spent at most looking for a socket's process
 
@@ -90,17 +97,20 @@ def parse_proc_net(text: str, proto: str, byteorder: Literal["little", "big"] = 
 
     Addresses are 32-bit words in the kernel's byte order (``byteorder``), ports plain hex numbers.
     The header and every line that is malformed in any field are skipped."""
-    wanted = TCP_LISTEN if proto == "tcp" else UDP_UNCONNECTED
     found = []
     for match in _LINE.finditer(text):
         local, remote = match["local"], match["remote"]
-        port = int(match["lport"], 16)
-        if int(match["state"], 16) != wanted or len(local) != len(remote) or port == 0:
+        port, peer_port = int(match["lport"], 16), int(match["rport"], 16)
+        if int(match["state"], 16) != STATES[proto] or len(local) != len(remote) or not counts(proto, port, peer_port):
             continue
-        if proto == "udp" and int(match["rport"], 16) != 0:
-            continue  # connected: it only hears its peer
         found.append(Listener(proto, _address(local, byteorder), port, int(match["inode"])))
     return found
+
+
+def counts(proto: str, port: int, peer_port: int) -> bool:
+    """Is a socket in the wanted state (``STATES``) a listener? Bound to a port, and for UDP not
+    connected (a connected socket only hears its peer). The same rule for both sources."""
+    return port != 0 and (proto != "udp" or peer_port == 0)
 
 
 def _address(digits: str, byteorder: Literal["little", "big"]) -> IPv4Address | IPv6Address:
@@ -124,16 +134,41 @@ def servers(listeners: Iterable[Listener], ephemeral: tuple[int, int]) -> list[L
     return [s for s in listeners if s.proto != "udp" or not low <= s.port <= high]
 
 
-def read_listeners(protos: Iterable[str] = ("tcp", "udp"), proc_net: str = PROC_NET) -> tuple[Listener, ...]:
-    """The listeners of this network namespace for ``protos``, sorted for ``captured``. A file
-    that cannot be read (no IPv6 in the kernel) holds none. Only the files of ``protos`` are
-    read: the kernel walks its whole connection table for each tcp file (a few ms)."""
+def read_listeners(protos: Iterable[str] = PROTOS, proc_net: str = PROC_NET) -> tuple[Listener, ...]:
+    """The listeners of this network namespace for ``protos`` (tcp, udp), sorted for ``captured``:
+    each protocol asked over netlink, read from ``proc_net`` where that fails (the docstring)."""
     wanted = set(protos)
     found: list[Listener] = []
-    for proto, name in FILES:
+    for proto in PROTOS:
         if proto in wanted:
-            found += parse_proc_net(_read(os.path.join(proc_net, name)), proto)
+            found += read_proto(proto, proc_net)
     return sort(servers(found, parse_port_range(_read(EPHEMERAL_PORTS))))
+
+
+def read_proto(proto: str, proc_net: str = PROC_NET) -> list[Listener]:
+    """One protocol's listeners, unsorted, UDP clients included: netlink, else /proc/net."""
+    try:
+        return read_netlink(proto)
+    except (OSError, sockdiag.SockDiagError):
+        return read_proc_net(proto, proc_net)
+
+
+def read_netlink(proto: str) -> list[Listener]:
+    """One protocol's listeners as sock_diag reports them (raises what ``sockdiag`` raises)."""
+    return [
+        Listener(proto, s.address, s.port, s.inode)
+        for s in sockdiag.read_sockets(proto)
+        if counts(proto, s.port, s.peer_port)
+    ]
+
+
+def read_proc_net(proto: str, proc_net: str = PROC_NET) -> list[Listener]:
+    """One protocol's listeners from its /proc/net files. A file that cannot be read (no IPv6 in
+    the kernel) holds none."""
+    found: list[Listener] = []
+    for name in FILES[proto]:
+        found += parse_proc_net(_read(os.path.join(proc_net, name)), proto)
+    return found
 
 
 def _read(path: str) -> str:

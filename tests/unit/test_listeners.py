@@ -181,7 +181,7 @@ def test_read_listeners_of_this_namespace_sees_a_real_socket() -> None:
         found = [s for s in listeners.read_listeners() if s.port == port and s.proto == "tcp"]
         assert [str(s.address) for s in found] == ["127.0.0.1"]
         assert listeners.owner(found[0].inode) == f"{Path('/proc/self/comm').read_text().strip()} (pid {os.getpid()})"
-    assert listeners.read_listeners(proc_net="/nonexistent") == ()
+    assert listeners.read_proc_net("tcp", proc_net="/nonexistent") == []
 
 
 def test_owner_unknown() -> None:
