@@ -76,7 +76,16 @@ def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> No
     if cached is not None and not _has_work(name, xml, cached, paths):
         return
     if action == CHECK:
-        if cached is not None and cached.get("on_error") != "block":
+        if cached is None:  # a cold cache (first run after a boot or an edit): read it now, once
+            from .config import load_config
+            from .errors import PortfwdError
+
+            try:
+                if load_config(paths.config, paths.config_cache).on_error != "block":
+                    return  # under allow, prepare refuses nothing: started says it, once
+            except PortfwdError:
+                return  # a broken config never blocks a start: started reports it
+        elif cached.get("on_error") != "block":
             return
         from .actions import check
 
