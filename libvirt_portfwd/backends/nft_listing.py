@@ -137,7 +137,7 @@ def _chain(body: dict[str, Any], family: str, table: str) -> Chain:
 
 
 def _rule(body: dict[str, Any], family: str, table: str) -> Rule:
-    exprs = [e for e in body.get("expr") or () if isinstance(e, dict)]
+    exprs = [e for e in _list(body.get("expr")) if isinstance(e, dict)]
     verdict: str | None = None
     target: str | None = None
     statements: set[str] = set()
@@ -171,7 +171,8 @@ def _rule(body: dict[str, Any], family: str, table: str) -> Rule:
 
 def _is_ct_dnat(match: dict[str, Any]) -> bool:
     left, right = match.get("left"), match.get("right")
-    if not (isinstance(left, dict) and left.get("ct", {}).get("key") == "status"):
+    ct = left.get("ct") if isinstance(left, dict) else None
+    if not (isinstance(ct, dict) and ct.get("key") == "status"):
         return False
     return right == "dnat" or (isinstance(right, list) and "dnat" in right)
 
@@ -179,7 +180,7 @@ def _is_ct_dnat(match: dict[str, Any]) -> bool:
 def _elements(body: dict[str, Any], family: str, table: str) -> list[Element]:
     name = _text(body.get("name"))
     found = []
-    for elem in body.get("elem") or ():
+    for elem in _list(body.get("elem")):
         key = elem[0] if isinstance(elem, list) and elem else elem  # a map's element: [key, value]
         inner = key.get("elem") if isinstance(key, dict) else None
         comment = inner.get("comment") if isinstance(inner, dict) else None
@@ -196,6 +197,10 @@ def _strings(value: object) -> Iterator[str]:
     elif isinstance(value, list):
         for item in value:
             yield from _strings(item)
+
+
+def _list(value: object) -> list[Any]:
+    return value if isinstance(value, list) else []
 
 
 def _text(value: object) -> str:

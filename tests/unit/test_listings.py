@@ -4,6 +4,7 @@ and nft -j from this machine's iptables 1.8.9 and nft 1.0.6) parsed into data, a
 backends and the path check conclude from them."""
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -173,3 +174,47 @@ def test_under_nftables_the_iptables_nft_filter_table_is_foreign() -> None:
         drop.fix == "iptables -I FORWARD -m conntrack --ctstate DNAT -m connmark --mark 0x20000000/0x20000000 -j ACCEPT"
     )
     assert [f.id for f in foreign_findings(ruleset, "iptables")] == ["path.foreign"]  # under iptables: our own view
+
+
+# --- odd listings: a clear error or data, never a traceback ------------------------------------------
+
+
+def _mutations(value: object, rng: random.Random, depth: int = 0) -> object:
+    """The value with some of its parts replaced by values of other types, dropped or doubled."""
+    odd: list[object] = [None, 0, -1, True, "", "x", [], {}, 2**70, 1.5]
+    if rng.random() < 0.08:
+        return rng.choice(odd)
+    if isinstance(value, dict):
+        return {k: _mutations(v, rng, depth + 1) for k, v in value.items() if rng.random() > 0.05}
+    if isinstance(value, list):
+        items = [_mutations(v, rng, depth + 1) for v in value if rng.random() > 0.05]
+        return items + items[:1] if rng.random() < 0.05 else items
+    return value
+
+
+def test_mutated_nft_listings_parse_or_are_refused() -> None:
+    rng = random.Random(1312)
+    sources = [json.loads((LISTINGS / f"{n}.nft.json").read_text()) for n in ("nftables-live", "iptables-foreign-drop")]
+    for _ in range(400):
+        text = json.dumps(_mutations(rng.choice(sources), rng))
+        try:
+            ruleset = parse(text)
+        except ValueError as exc:
+            assert str(exc).startswith("not nft's JSON"), exc
+            continue
+        nftables_rules.findings(ruleset, LIVE)  # conclusions from odd data: findings, never a traceback
+        foreign_findings(ruleset, "nftables")
+
+
+def test_mutated_iptables_listings_parse() -> None:
+    rng = random.Random(1313)
+    lines = (LISTINGS / "iptables-live.iptables-save").read_text().splitlines()
+    for _ in range(300):
+        mutated = [
+            line
+            if rng.random() > 0.1
+            else line[: rng.randrange(len(line) + 1)] + rng.choice(['"', "[", " -j", "\x00", ""])
+            for line in rng.sample(lines, len(lines))
+            if rng.random() > 0.05
+        ]
+        iptables_rules.findings(parse_save("\n".join(mutated)), LIVE)
