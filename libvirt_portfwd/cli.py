@@ -192,7 +192,7 @@ def _collect_status(paths: Paths, now: float) -> "StatusResult":
         if record.status == state.LIVE and record.backend not in live:
             live[record.backend] = select_backend(record.backend, where=paths.record(record.uuid)).live()
         is_live = record.uuid in live[record.backend] if record.status == state.LIVE else None
-        domains.append(DomainStatus(record.name, record.uuid, record.status, tuple(record.forwards), is_live))
+        domains.append(DomainStatus(record.name, record.uuid, record.shown_status, tuple(record.forwards), is_live))
     pending = []
     for uuid, intent in sorted(state.pending_intents(paths).items()):
         op = state.REMOVE if intent.get("op") == state.REMOVE else state.APPLY

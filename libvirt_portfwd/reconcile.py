@@ -45,9 +45,31 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
         if current is None or current.get("token") != token:
             return "cancelled"
         index = state.read_index(paths)
+        if not prepared.plan.forwards:  # its config entry went meanwhile: nothing to wait for
+            state.delete(paths, uuid, index)
+            return "no forwards any more: nothing to wait for"
         check_conflicts(prepared.plan, prepared.config, index)
         commit(prepared.plan, prepared.config, paths, index)
     return f"live: {describe(prepared.plan)}"
+
+
+def apply_all_waiting(paths: Paths) -> dict[str, str]:
+    """The watcher: every waiting domain (its waiter running, timed out, or killed) resolved
+    again; name -> what was done, for those done (the rest still wait)."""
+    done = {}
+    for uuid, entry in state.read_index(paths).items():
+        if entry.get("status") != state.WAITING:
+            continue
+        record = load_record(paths, uuid)
+        if record is None:
+            continue
+        try:
+            outcome = apply_waiting(paths, uuid, record.token)
+        except PortfwdError as exc:
+            outcome = f"not applied: {exc}"
+        if outcome is not None and outcome != "cancelled":
+            done[record.name] = outcome
+    return done
 
 
 def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
@@ -118,7 +140,7 @@ def repair(paths: Paths) -> int:
 
     with state.locked(paths):
         intents.carry_out(paths)
-        records = [r for r in load_records(paths) if r.status == state.LIVE]
+        records = [r for r in load_records(paths) if r.status == state.LIVE and r.forwards]  # none: nothing to reach
         names = ({r.backend for r in records} | {b.name for b in available_backends()}) - {"none"}
         broken = 0
         for name in sorted(names):

@@ -9,6 +9,8 @@ from . import state
 from .model import Claim, Forward, Plan
 from .paths import Paths
 
+TIMED_OUT = "timed-out"  # status shows a waiting record past its lease_wait so
+
 
 @dataclass
 class Record:
@@ -21,6 +23,12 @@ class Record:
     xml: str = ""  # WAITING: the domain XML the waiter resolves again
     waiting_macs: list[str] = field(default_factory=list)
     teardown: dict[str, str] = field(default_factory=dict)  # LIVE: prerendered removals (see teardown)
+    timed_out_at: float = 0.0  # WAITING: when its waiter's lease_wait ran out (0: not yet); the watcher goes on
+
+    @property
+    def shown_status(self) -> str:
+        """What status prints: live, waiting, or timed-out (a wait past lease_wait, still followed)."""
+        return TIMED_OUT if self.status == state.WAITING and self.timed_out_at else self.status
 
     @classmethod
     def from_plan(cls, plan: Plan, backend: str, status: str) -> Record:
@@ -60,6 +68,7 @@ def encode(record: Record) -> state.Data:
         "xml": record.xml,
         "waiting_macs": list(record.waiting_macs),
         "teardown": dict(record.teardown),
+        "timed_out_at": record.timed_out_at,
         "claims": [[c.proto, str(c.address) if c.address else None, c.start, c.end] for c in record.claims],
     }
 

@@ -11,12 +11,12 @@ import os
 import sys
 import time
 
-from . import log, render
+from . import log, render, state
 from .boundary import guarded
 from .config import load_config
 from .paths import Paths
 from .reconcile import apply_waiting
-from .records import load_record
+from .records import load_record, save_record
 
 POLL_SECONDS = 0.2
 
@@ -42,7 +42,7 @@ def wait(paths: Paths, uuid: str, token: str) -> int:
         current = load_record(paths, uuid)
         if current is None or current.token != token:
             return 0  # the domain stopped, or started again with a waiter of its own
-        stamp = _lease_files_stamp(paths)
+        stamp = lease_files_stamp(paths)
         if stamp != seen:
             seen = stamp
             outcome = apply_waiting(paths, uuid, token)
@@ -51,15 +51,26 @@ def wait(paths: Paths, uuid: str, token: str) -> int:
                     log.info(f"{record.name}: lease arrived, {outcome}")
                 return 0
         if time.monotonic() > deadline:
+            timed_out(paths, uuid, token)
             log.error(
-                f"{record.name}: gave up waiting for a lease of {', '.join(record.waiting_macs)}; "
-                "its forwards are not live (run 'libvirt-portfwd apply' once the guest has an address)"
+                f"{record.name}: no lease of {', '.join(record.waiting_macs)} within lease_wait; its forwards "
+                "are not live yet: the watcher service applies them when the lease appears (where it does not "
+                f"run: 'libvirt-portfwd apply {record.name}' then)"
             )
             return 1
         time.sleep(POLL_SECONDS)
 
 
-def _lease_files_stamp(paths: Paths) -> tuple[tuple[int, int], ...]:
+def timed_out(paths: Paths, uuid: str, token: str) -> None:
+    """Mark the waiting record as past its lease_wait (status shows it), if it is still ours."""
+    with state.locked(paths):
+        record = load_record(paths, uuid)
+        if record is not None and record.token == token and record.status == state.WAITING:
+            record.timed_out_at = time.time()
+            save_record(paths, record)
+
+
+def lease_files_stamp(paths: Paths) -> tuple[tuple[int, int], ...]:
     """Identity of every lease and network status file: any rewrite changes it."""
     stamps = []
     for directory in (paths.dnsmasq_dir, paths.network_dir):

@@ -58,6 +58,27 @@ def watch(paths: Paths, period: float) -> int:
         monitor.wait()
 
 
+def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...] | None:
+    """Waiting domains (a waiter timed out, was killed, or never ran) get their forwards when a
+    lease or network file changes; called about every second. Returns what was seen."""
+    from . import state
+    from .reconcile import apply_all_waiting
+    from .waiter import lease_files_stamp
+
+    if not any(e.get("status") == state.WAITING for e in state.read_index(paths).values()):
+        return None
+    stamp = lease_files_stamp(paths)
+    if stamp == seen:
+        return seen
+    try:
+        for name, outcome in apply_all_waiting(paths).items():
+            log.info(f"{name}: lease arrived, {outcome} (watcher)")
+    except PortfwdError as exc:  # the lock busy: next second
+        log.error(str(exc))
+        return seen
+    return stamp
+
+
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -72,11 +93,13 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     due = time.monotonic() + period
     changed = False
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
+    leases: tuple[tuple[int, int], ...] | None = None
     while True:
         now = time.monotonic()
         pending = state.pending_intents(paths)  # a listdir: cheap enough to look every second
         if pending != seen:  # new intents (a hook that could not finish): try them now
             backoff, seen, retry_at = PENDING_POLL, pending, now
+        leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
         timeout = QUIET if changed else max(0.0, min(wake - now, PENDING_POLL))
         if selector.select(timeout):
