@@ -91,7 +91,7 @@ def apply_locked(prepared: Prepared, xml: bytes, paths: Paths) -> str:
     index = state.read_index(paths)
     check_conflicts(plan, config, index)
     if not plan.waiting_macs:
-        commit(plan, config, paths, index)
+        commit(plan, config, paths, index, xml)
         return f"live: {describe(plan)}"
     current = index.get(plan.uuid)
     if current is not None and current["status"] == state.LIVE:
@@ -127,8 +127,9 @@ def available_backends_except(backend: Backend) -> Iterable[Backend]:
     return [b for b in available_backends() if b.name != backend.name]
 
 
-def commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data]) -> None:
-    """Apply under the lock already held, then record (with the removal prerendered).
+def commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data], xml: bytes = b"") -> None:
+    """Apply under the lock already held, then record (with the removal prerendered, and the
+    declaration ``xml`` it was made from: the domain XML, so that it can be planned again).
 
     If the transaction is refused (the firewall is not as our records say: someone flushed or
     edited our rules), nothing changed; then all of our rules are rebuilt from the records.
@@ -152,6 +153,7 @@ def commit(plan: Plan, config: Config, paths: Paths, index: dict[str, state.Data
         raise exc.for_domain(plan.name) from None
     record = Record.from_plan(plan, backend.name, state.LIVE)
     record.teardown = backend.removal(plan)
+    record.xml = xml.decode("utf-8", "replace")
     save_record(paths, record, index)
     for forward in plan.forwards:
         log.info(f"{plan.name}: forward {forward.claim} -> {forward.guest}:{forward.guest_port} live ({backend.name})")

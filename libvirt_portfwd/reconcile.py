@@ -49,7 +49,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
             state.delete(paths, uuid, index)
             return "no forwards any more: nothing to wait for"
         check_conflicts(prepared.plan, prepared.config, index)
-        commit(prepared.plan, prepared.config, paths, index)
+        commit(prepared.plan, prepared.config, paths, index, record.xml.encode())
     return f"live: {describe(prepared.plan)}"
 
 
@@ -112,6 +112,7 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
             if not plan.forwards:
                 continue
             record = Record.from_plan(plan, backend.name, state.LIVE)
+            record.xml = xml.decode("utf-8", "replace")
             if plan.waiting_macs:
                 record = waiting_record(plan, xml)
                 waiting.append((uuid, record.token))

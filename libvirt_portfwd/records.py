@@ -20,7 +20,7 @@ class Record:
     status: str  # state.LIVE or state.WAITING
     forwards: list[Forward]
     token: str = ""  # WAITING: which waiter may apply
-    xml: str = ""  # WAITING: the domain XML the waiter resolves again
+    xml: str = ""  # the declaration (domain XML) it was made from: what a wait or a re-resolve plans again
     waiting_macs: list[str] = field(default_factory=list)
     teardown: dict[str, str] = field(default_factory=dict)  # LIVE: prerendered removals (see teardown)
     timed_out_at: float = 0.0  # WAITING: when its waiter's lease_wait ran out (0: not yet); the watcher goes on
