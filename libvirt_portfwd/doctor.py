@@ -29,7 +29,7 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import domainchecks, firewallcheck, hostchecks
+from . import domainchecks, hostchecks, pathchecks
 from .errors import UsageError
 from .findings import FAIL, Finding
 from .forward import name_problem
@@ -49,17 +49,17 @@ HOST_CHECKS: list[Callable[[Survey], list[Finding]]] = [
     hostchecks.check_ip_forward,
     hostchecks.check_rp_filter,
     hostchecks.check_br_netfilter,
-    firewallcheck.check_firewall,
+    pathchecks.check_firewall,
 ]
 DOMAIN_CHECKS: list[Callable[[DomainView], list[Finding]]] = [
     domainchecks.check_record,
     domainchecks.check_intent,
-    firewallcheck.check_domain_rules,
+    pathchecks.check_domain_rules,
 ]
 FORWARD_CHECKS: list[Callable[[ForwardView], list[Finding]]] = [
     domainchecks.check_lease,
     # (the firewall hops, ours and others', are host and domain checks: read once, above)
-    firewallcheck.check_listener,
+    pathchecks.check_listener,
     domainchecks.check_guest,
 ]
 

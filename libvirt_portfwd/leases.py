@@ -74,4 +74,16 @@ def current_leases(leases: list[Lease], now: float | None = None) -> dict[str, L
             continue
         if mac not in best or (expiry or 2**63) >= (best[mac][2] or 2**63):
             best[mac] = lease
-    return best
+    holder: dict[IPv4Address, Lease] = {}  # an address two MACs hold: the newer lease's (dnsmasq gave it again)
+    for lease in best.values():
+        other = holder.get(lease[1])
+        if other is None or (lease[2] or 2**63) > (other[2] or 2**63):
+            holder[lease[1]] = lease
+    return {mac: lease for mac, lease in best.items() if holder[lease[1]] is lease}
+
+
+def next_expiry(leases: list[Lease], macs: set[str], now: float | None = None) -> float | None:
+    """When the first current lease of ``macs`` runs out (None: none of them expires)."""
+    current = current_leases(leases, now)
+    expiries = [lease[2] for mac, lease in current.items() if mac in macs and lease[2]]
+    return float(min(expiries)) if expiries else None

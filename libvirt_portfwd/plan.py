@@ -333,7 +333,10 @@ def _network_of(nic: Interface, networks: dict[str, Network]) -> Network | None:
 
 
 def _guest_address(spec: ForwardSpec, mac: str, network: Network, leases: LeaseLookup) -> IPv4Address | None:
-    """Explicit address, then static reservation, then dnsmasq lease; None while there is none."""
+    """Explicit address, then the MAC's current lease, then its static reservation; None while
+    there is none. The lease comes before the reservation: a changed reservation counts once the
+    guest holds the new address (its lease says so), and until then the guest is at its old one;
+    a guest without any lease gets its reservation from dnsmasq, and nobody else can."""
     if spec.guest_address is not None:
         if not network.contains(spec.guest_address):
             subnets = ", ".join(str(n) for n in network.networks)
@@ -351,7 +354,7 @@ def _guest_address(spec: ForwardSpec, mac: str, network: Network, leases: LeaseL
             )
         return spec.guest_address
     assert network.bridge is not None
-    for address in (network.reservations.get(mac), leases(network.bridge).get(mac)):
+    for address in (leases(network.bridge).get(mac), network.reservations.get(mac)):
         if address is not None and network.contains(address) and not _not_a_guest(address, network):
             return address
     return None

@@ -29,6 +29,8 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:
     from .listeners import Listener
 
+AS_ROOT = "# as root:\nlibvirt-portfwd doctor"
+
 
 @dataclass
 class Survey:
@@ -69,9 +71,17 @@ class Survey:
     @cached_property
     def firewall(self) -> list[Finding]:
         """The firewall hops read back, as findings (firewallcheck.py), for every check."""
-        from .firewallcheck import survey_firewall
+        from .findings import firewall
+        from .firewallcheck import firewall_findings
 
-        return survey_firewall(self)
+        config = self.config
+        backend = "auto" if isinstance(config, PortfwdError) else config.backend
+        live = {r.uuid: r.name for r in self.records if r.status == "live"}
+        bridges = tuple(sorted({f.bridge for r in self.records for f in r.forwards}))
+        try:
+            return firewall_findings(backend, self.paths.network_dir, live, bridges)
+        except (PortfwdError, OSError) as exc:
+            return [firewall("rules.unreadable", WARN, "the firewall could not be read", str(exc), AS_ROOT)]
 
     @cached_property
     def listeners(self) -> tuple[Listener, ...] | PortfwdError:

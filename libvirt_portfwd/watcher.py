@@ -58,6 +58,27 @@ def watch(paths: Paths, period: float) -> int:
         monitor.wait()
 
 
+def follow_addresses(
+    paths: Paths, seen: tuple[tuple[tuple[int, int], ...], float | None] | None
+) -> tuple[tuple[tuple[int, int], ...], float | None] | None:
+    """Live domains whose guest address moved are re-pointed (follow.py) when a lease or network
+    file changes, or when the first lease they target runs out; called about every second.
+    Returns what was seen: the files' stamp and that expiry time."""
+    from .follow import live_expiry, retarget
+    from .waiter import lease_files_stamp
+
+    stamp = lease_files_stamp(paths)
+    if seen is not None and stamp == seen[0] and (seen[1] is None or time.time() < seen[1]):
+        return seen
+    try:
+        for name, outcome in retarget(paths).items():
+            log.info(f"{name}: its guest address moved: {outcome} (watcher)")
+    except PortfwdError as exc:  # the lock busy: next second
+        log.error(str(exc))
+        return seen
+    return stamp, live_expiry(paths)
+
+
 def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...] | None:
     """Waiting domains (a waiter timed out, was killed, or never ran) get their forwards when a
     lease or network file changes; called about every second. Returns what was seen."""
@@ -94,11 +115,13 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     changed = False
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
     leases: tuple[tuple[int, int], ...] | None = None
+    addresses: tuple[tuple[tuple[int, int], ...], float | None] | None = None
     while True:
         now = time.monotonic()
         pending = state.pending_intents(paths)  # a listdir: cheap enough to look every second
         if pending != seen:  # new intents (a hook that could not finish): try them now
             backoff, seen, retry_at = PENDING_POLL, pending, now
+        addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
         leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
         timeout = QUIET if changed else max(0.0, min(wake - now, PENDING_POLL))

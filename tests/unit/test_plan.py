@@ -286,9 +286,20 @@ def test_explicit_guest_address_on_a_second_subnet() -> None:
         plan_of(domain(forward({"guest-address": "192.168.124.9"})), config(ALLOW_GUEST), {"default": two})
 
 
-def test_reservation_before_lease() -> None:
+def test_the_current_lease_before_a_reservation() -> None:
+    """A reservation changed while the guest holds its old lease counts once the guest renews."""
     nets = networks(network(hosts={MAC1: "192.168.122.10"}))
-    assert str(plan_of(domain(forward()), nets=nets).forwards[0].guest) == "192.168.122.10"
+    assert str(plan_of(domain(forward()), nets=nets).forwards[0].guest) == "192.168.122.50"  # the default lease
+
+
+def test_an_address_dnsmasq_gave_to_another_mac_is_not_this_macs() -> None:
+    from libvirt_portfwd.leases import current_leases
+
+    old, new = (
+        ("52:54:00:00:00:01", IPv4Address("192.168.122.178"), 1000),
+        ("52:54:00:00:00:02", IPv4Address("192.168.122.178"), 2000),
+    )
+    assert current_leases([old, new], now=500) == {new[0]: new}
 
 
 def test_reservation_without_lease() -> None:
