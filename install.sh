@@ -30,7 +30,7 @@ UNITS=(libvirt-portfwd-watch.service libvirt-portfwd-sync.service)
 SYSCTL_FILE=/etc/sysctl.d/60-libvirt-portfwd.conf
 CLI=${LIBVIRT_PORTFWD_CLI:-/usr/local/sbin/libvirt-portfwd}
 MARKER="managed-by: libvirt-portfwd"
-PACKAGES=(python3 python3-lxml python3-jinja2 python3-yaml python3-libvirt iptables nftables procps)
+PACKAGES=(python3 python3-lxml python3-jinja2 python3-yaml python3-libvirt iptables nftables procps conntrack)
 SRC=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 
 say() { printf 'libvirt-portfwd: %s\n' "$*"; }

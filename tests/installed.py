@@ -38,4 +38,5 @@ INSTALL_SH_PACKAGES = (
     "iptables",
     "nftables",
     "procps",
+    "conntrack",
 )
