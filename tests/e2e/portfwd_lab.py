@@ -404,9 +404,11 @@ class PortfwdLab(Lab):
 
     # --- domains -------------------------------------------------------------------------------
 
-    def define_guest(self, name: str, *, macs: Iterable[str] = (), metadata: str | None = None) -> Guest:
+    def define_guest(
+        self, name: str, *, macs: Iterable[str] = (), metadata: str | None = None, extra_cmdline: str = ""
+    ) -> Guest:
         """Define a lab guest without starting it; metadata is set as the README says, with virsh."""
-        spec = self.guest_spec(name, macs=tuple(macs))
+        spec = self.guest_spec(name, macs=tuple(macs), extra_cmdline=extra_cmdline)
         guest = Guest(name, spec.resolved_uuid(), spec.resolved_hostname(), spec.resolved_macs(), spec.serial_log)
         self.guests[name] = guest
         self.define(guest_module.domain_xml(spec, self.image))

@@ -116,9 +116,11 @@ class Vms:
         self.lab = lab
         self.names: list[str] = []
 
-    def define(self, name: str, *, macs: Iterable[str] = (), metadata: str | None = None) -> Guest:
+    def define(
+        self, name: str, *, macs: Iterable[str] = (), metadata: str | None = None, extra_cmdline: str = ""
+    ) -> Guest:
         self.names.append(name)
-        return self.lab.define_guest(name, macs=macs, metadata=metadata)
+        return self.lab.define_guest(name, macs=macs, metadata=metadata, extra_cmdline=extra_cmdline)
 
 
 class Config:
@@ -584,3 +586,44 @@ def test_changes_are_in_the_journal(portfwd_lab: PortfwdLab, web1_up: Guest) -> 
     assert any(line.startswith("web1: reconnect: ") for line in lines), lines
     assert "watcher started" in lab.our_journal("-b")
     assert lab.unit_state("libvirt-portfwd-watch.service")["ActiveState"] == "active"
+
+
+def test_the_forward_follows_the_guest_when_its_reservation_changes(portfwd_lab: PortfwdLab, vms: Vms) -> None:
+    """13. A reservation for the running guest's MAC added with ``virsh net-update`` (another
+    address than its lease); the guest renews (every 3 s here: portfwd.renew), dnsmasq refuses its
+    old address and gives it the reserved one: within 2 s of the new lease the watcher re-points
+    the forward, which reaches the same guest at its new address."""
+    lab = portfwd_lab
+    mover = vms.define(
+        "mover",
+        metadata=portfwd_metadata(port_forward("tcp", [(5080, 80)]), port_forward("udp", [(5355, 5353)])),
+        extra_cmdline="portfwd.renew=3",
+    )
+    start(lab, mover)
+    wait_http(lab, 5080, mover, 80, LEASE_TIMEOUT)
+    old = mover.address
+    reserved = "192.168.122.150" if old != "192.168.122.150" else "192.168.122.151"
+    host = f"<host mac='{mover.macs[0]}' name='mover' ip='{reserved}'/>"
+    lab.virsh("net-update", lab.network, "add", "ip-dhcp-host", host, "--live")
+    try:
+        began = time.monotonic()
+        wait_until(lambda: leased(lab, mover.macs[0]) == reserved, 60.0, f"the guest to renew on {reserved}")
+        renewed = time.monotonic()
+        note(lab, "s13 reservation added -> guest renewed on it", renewed - began)
+        mover.address = reserved
+        wait_http(lab, 5080, mover, 80, timeout=2.0)
+        wait_udp(lab, 5355, mover, 5353, timeout=2.0)
+        note(lab, "s13 new lease -> forward re-pointed", time.monotonic() - renewed)
+        assert status_rows(lab, "mover") == sorted(
+            [("tcp *:5080", f"{reserved}:80", "live", "yes"), ("udp *:5355", f"{reserved}:5353", "live", "yes")]
+        )
+        assert dnat_targets(rules_of(lab, mover.uuid)) == sorted([f"{reserved}:80", f"{reserved}:5353"])
+        assert any("mover: its guest address moved: re-pointed" in line for line in lab.our_journal("-b"))
+    finally:
+        lab.virsh("net-update", lab.network, "delete", "ip-dhcp-host", host, "--live", check=False)
+        print(f"s13 {old} -> {reserved}")
+
+
+def leased(lab: PortfwdLab, mac: str) -> str | None:
+    current = [lease for lease in lab.read_leases() if str(lease.get("mac-address", "")).lower() == mac]
+    return str(max(current, key=lambda lease: int(lease.get("expiry-time", 0)))["ip-address"]) if current else None

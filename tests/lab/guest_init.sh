@@ -29,6 +29,21 @@ read_hostname() {
     echo "$name"
 }
 
+# portfwd.renew=SECONDS on the kernel command line: udhcpc renews its lease that often (SIGUSR1),
+# so that a reservation changed on the host reaches the guest in seconds, not half a lease.
+start_renewals() {
+    every=
+    read -r cmdline </proc/cmdline
+    for arg in $cmdline; do
+        case "$arg" in
+            portfwd.renew=*) every="${arg#portfwd.renew=}" ;;
+        esac
+    done
+    [ -n "$every" ] || return 0
+    # shellcheck disable=SC2046 # one argument per udhcpc (one per NIC)
+    (while sleep "$every"; do kill -USR1 $(pidof udhcpc) 2>/dev/null; done) &
+}
+
 load_modules() {
     for module in $MODULES; do
         insmod "/modules/$module.ko" || say "insmod $module failed"
@@ -97,6 +112,7 @@ main() {
     start_acpid
     start_network
     start_services
+    start_renewals
     say "ready ($HOSTNAME)"
     while :; do
         sleep 3600
