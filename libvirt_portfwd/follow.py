@@ -27,11 +27,11 @@ from .run import on_path, run_all
 from .teardown import remove_locked
 
 
-def retarget(paths: Paths) -> dict[str, str]:
+def retarget(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str]:
     """Every live domain whose guest addresses moved, re-pointed (or waiting); name -> what was done."""
     done: dict[str, str] = {}
     cut: list[tuple[str, IPv4Address, int, int]] = []
-    with state.locked(paths):
+    with state.locked(paths, lock_timeout):
         intents.carry_out(paths)
         for record in load_records(paths):
             if record.status != state.LIVE or not record.xml or not record.forwards:

@@ -27,7 +27,7 @@ from .plan import ClaimIndex
 from .records import Record, encode, load_record, load_records
 
 
-def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
+def apply_waiting(paths: Paths, uuid: str, token: str, lock_timeout: float = 60.0) -> str | None:
     """Waiter: resolve the waiting domain again; apply if every address is known now.
 
     Returns None while still waiting; a message once done, or once the wait became moot
@@ -39,7 +39,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
     prepared = prepare(record.xml.encode(), paths)
     if prepared.plan.waiting_macs:
         return None
-    with state.locked(paths):
+    with state.locked(paths, lock_timeout):
         intents.carry_out(paths)  # a stop that could not finish comes first
         current = state.read(paths, uuid)
         if current is None or current.get("token") != token:
@@ -53,7 +53,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str) -> str | None:
     return f"live: {describe(prepared.plan)}"
 
 
-def apply_all_waiting(paths: Paths) -> dict[str, str]:
+def apply_all_waiting(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str]:
     """The watcher: every waiting domain (its waiter running, timed out, or killed) resolved
     again; name -> what was done, for those done (the rest still wait)."""
     done = {}
@@ -64,8 +64,10 @@ def apply_all_waiting(paths: Paths) -> dict[str, str]:
         if record is None:
             continue
         try:
-            outcome = apply_waiting(paths, uuid, record.token)
+            outcome = apply_waiting(paths, uuid, record.token, lock_timeout)
         except PortfwdError as exc:
+            if exc.retry:  # the lock busy: raised, so that the watcher tries again
+                raise
             outcome = f"not applied: {exc}"
         if outcome is not None and outcome != "cancelled":
             done[record.name] = outcome

@@ -28,6 +28,7 @@ from .paths import Paths
 QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
 PERIOD = 30.0  # check this often even when nothing was seen
 PENDING_POLL = 1.0  # while intents are pending (a hook could not finish): try this often, then less
+LOCK_WAIT = 0.5  # following leases, the watcher waits this long for the lock, then tries next time
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,11 +72,12 @@ def follow_addresses(
     if seen is not None and stamp == seen[0] and (seen[1] is None or time.time() < seen[1]):
         return seen
     try:
-        for name, outcome in retarget(paths).items():
+        for name, outcome in retarget(paths, LOCK_WAIT).items():
             log.info(f"{name}: its guest address moved: {outcome} (watcher)")
-    except PortfwdError as exc:  # the lock busy: next second
-        log.error(str(exc))
-        return seen
+    except PortfwdError as exc:
+        if not exc.retry:
+            log.error(str(exc))
+        return seen  # seen unchanged: tried again next second
     return stamp, live_expiry(paths)
 
 
@@ -92,11 +94,12 @@ def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tup
     if stamp == seen:
         return seen
     try:
-        for name, outcome in apply_all_waiting(paths).items():
+        for name, outcome in apply_all_waiting(paths, LOCK_WAIT).items():
             log.info(f"{name}: lease arrived, {outcome} (watcher)")
-    except PortfwdError as exc:  # the lock busy: next second
-        log.error(str(exc))
-        return seen
+    except PortfwdError as exc:
+        if not exc.retry:
+            log.error(str(exc))
+        return seen  # seen unchanged: tried again next second
     return stamp
 
 
@@ -141,7 +144,10 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
         try:
             repaired = repair(paths)
         except PortfwdError as exc:
-            log.error(str(exc))
+            if exc.what == "lock busy":  # someone else holds it: not a failure to back off from
+                retry_at, backoff = now + PENDING_POLL, PENDING_POLL
+            else:
+                log.error(str(exc))
             continue
         if repaired:
             log.info(f"watcher: forwards of {repaired} domain(s) were not as recorded; rules rebuilt")

@@ -16,6 +16,7 @@ timings"). The reboot and the upgrade have hosts of their own (test_reboot.py, t
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -627,3 +628,26 @@ def test_the_forward_follows_the_guest_when_its_reservation_changes(portfwd_lab:
 def leased(lab: PortfwdLab, mac: str) -> str | None:
     current = [lease for lease in lab.read_leases() if str(lease.get("mac-address", "")).lower() == mac]
     return str(max(current, key=lambda lease: int(lease.get("expiry-time", 0)))["ip-address"]) if current else None
+
+
+def test_a_pending_removal_is_completed_by_the_watcher_unit(portfwd_lab: PortfwdLab, vms: Vms) -> None:
+    """14. Our lock held by something else while a VM is destroyed: its stopped hook gives up
+    within its time bound and leaves the removal pending (status says so, the VM is gone all
+    the same); once the lock is free, the watcher unit completes it within a second or two."""
+    lab = portfwd_lab
+    held = vms.define("held", metadata=portfwd_metadata(port_forward("tcp", [(6180, 80)])))
+    start(lab, held)
+    wait_http(lab, 6180, held, 80, LEASE_TIMEOUT)
+    holder = subprocess.Popen(lab.host_argv(["flock", str(RUN_DIR / "lock"), "sleep", "31.5"]))
+    try:
+        time.sleep(0.5)
+        note(lab, "s14 virsh destroy, the lock held (the hook's bound)", lab.destroy("held", timeout=60))
+        pending = lab.portfwd("status").stdout
+        assert "held" in pending and "pending  removal" in pending, pending
+        assert rules_of(lab, held.uuid), "removed although the lock was held"
+    finally:
+        lab.run_in_host(["pkill", "-f", "sleep 31.5"], check=False)  # inside the box: the lock goes with it
+        holder.wait(timeout=10)
+    note(lab, "s14 lock free -> removal completed", wait_until(lambda: rules_of(lab, held.uuid) == [], 5.0, "removal"))
+    assert "pending" not in lab.portfwd("status").stdout
+    assert any(line.startswith("held: a pending change was completed") for line in lab.our_journal("-b"))
