@@ -17,13 +17,30 @@ import statistics
 import subprocess
 import time
 from collections import defaultdict
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 import scenario
-from lab import SYSTEM_ENV, BenchError
+from lab import SYSTEM_ENV, BenchError, LabInfo
 
-if TYPE_CHECKING:
-    from measure import Host
+
+class Host(Protocol):
+    """What profiling needs of measure.Host (a Protocol: measure imports this module)."""
+
+    info: LabInfo
+    hook_env: dict[str, str]
+
+    def timed(
+        self, argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = None, timeout: float = 60
+    ) -> float: ...
+
+    def boot_argv(self, *args: str, flags: Sequence[str] = ()) -> list[str]: ...
+
+    def records(self) -> int: ...
+
+    def verify_live(self, uuid: str, forwards: int) -> None: ...
+
+    def verify_gone(self, uuid: str) -> None: ...
 
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 IMPORTS = {
