@@ -42,6 +42,7 @@ class Host(Protocol):
 
     def verify_gone(self, uuid: str) -> None: ...
 
+
 IMPORT_LINE = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \| ( *)(\S+)")
 IMPORTS = {
     "jinja2": "import jinja2",
