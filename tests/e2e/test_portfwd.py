@@ -603,7 +603,8 @@ def test_the_forward_follows_the_guest_when_its_reservation_changes(portfwd_lab:
     start(lab, mover)
     wait_http(lab, 5080, mover, 80, LEASE_TIMEOUT)
     old = mover.address
-    reserved = "192.168.122.150" if old != "192.168.122.150" else "192.168.122.151"
+    taken = {str(lease.get("ip-address")) for lease in lab.read_leases()}  # dnsmasq keeps a leased address
+    reserved = next(f"192.168.122.{n}" for n in range(150, 250) if f"192.168.122.{n}" not in taken)
     host = f"<host mac='{mover.macs[0]}' name='mover' ip='{reserved}'/>"
     lab.virsh("net-update", lab.network, "add", "ip-dhcp-host", host, "--live")
     try:
