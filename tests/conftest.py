@@ -50,6 +50,14 @@ MACHINE_BEFORE = pytest.StashKey[machine.Snapshot | str]()  # the snapshot, or w
 RUN_TAG = pytest.StashKey[str]()
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        help="every end-to-end scenario on every stock host and backend (default: the matrix of tests/e2e/matrix.py)",
+    )
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """A new run tag for this session, inherited by every child process (tests/names.py)."""
     config.stash[RUN_TAG] = new_run_tag()

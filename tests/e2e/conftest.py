@@ -32,6 +32,7 @@ from typing import NoReturn
 
 import pytest
 
+from tests.e2e import matrix
 from tests.e2e.portfwd_lab import InstallError, PortfwdLab, install, uninstall
 from tests.installed import HOOK, INSTALLED_PATHS, RUN_DIR
 from tests.lab.host import RELEASE_FIREWALLS, Lab, missing_prerequisites
@@ -54,6 +55,25 @@ class Host:
 
 
 HOSTS = tuple(Host(release, firewall) for release in DEBIAN for firewall in RELEASE_FIREWALLS[release])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The matrix of matrix.py, unless --full: a test not in it for its host is deselected."""
+    if config.getoption("--full"):
+        return
+    keep, drop = [], []
+    for item in items:
+        spec = getattr(item, "callspec", None)
+        host = spec.params.get("host") if spec is not None else None
+        if isinstance(host, Host) and not matrix.runs_on(
+            item.path.name, getattr(item, "originalname", item.name), host.id
+        ):
+            drop.append(item)
+        else:
+            keep.append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def pytest_configure(config: pytest.Config) -> None:
