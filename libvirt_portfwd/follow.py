@@ -28,13 +28,16 @@ from .teardown import remove_locked
 
 
 def retarget(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str]:
-    """Every live domain whose guest addresses moved, re-pointed (or waiting); name -> what was done."""
+    """Every live domain whose guest addresses moved, re-pointed (or waiting); name -> what was done.
+    The lock is taken only when some domain moved (a lease file changes at every guest's renewal)."""
+    if not any(_moved(paths, record) for record in load_records(paths)):
+        return {}
     done: dict[str, str] = {}
     cut: list[tuple[str, IPv4Address, int, int]] = []
     with state.locked(paths, lock_timeout):
         intents.carry_out(paths)
         for record in load_records(paths):
-            if record.status != state.LIVE or not record.xml or not record.forwards:
+            if not _moved(paths, record):
                 continue
             try:
                 outcome = _follow(paths, record, cut)
@@ -45,6 +48,17 @@ def retarget(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str]:
     if cut:
         cut_flows(cut)
     return done
+
+
+def _moved(paths: Paths, record: Record) -> bool:
+    """A live domain whose plan now targets other guest addresses. One that cannot be planned now
+    (its network down for a moment, a config being edited) keeps its rules: its hooks say why."""
+    if record.status != state.LIVE or not record.xml or not record.forwards:
+        return False
+    try:
+        return _targets(prepare(record.xml.encode(), paths).plan) != _targets(record.plan)
+    except PortfwdError:
+        return False
 
 
 def _follow(paths: Paths, record: Record, cut: list[tuple[str, IPv4Address, int, int]]) -> str:

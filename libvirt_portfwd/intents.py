@@ -88,7 +88,7 @@ def carry_out_for(uuid: str, paths: Paths, prepared: dict[str, Prepared] | None 
     error; the other domains' errors are logged)."""
     with state.locked(paths):
         results = carry_out(paths, prepared, own=uuid)
-    result = results.get(uuid, "nothing recorded")
+    result = results.get(uuid, "done meanwhile (whoever held the lock carried it out)")
     if isinstance(result, PortfwdError):
         raise result
     return result

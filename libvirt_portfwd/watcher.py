@@ -59,17 +59,21 @@ def watch(paths: Paths, period: float) -> int:
         monitor.wait()
 
 
-def follow_addresses(
-    paths: Paths, seen: tuple[tuple[tuple[int, int], ...], float | None] | None
-) -> tuple[tuple[tuple[int, int], ...], float | None] | None:
+Seen = tuple[tuple[tuple[int, int], ...], tuple[tuple[str, str], ...]]  # lease files' stamp, the records'
+
+
+def follow_addresses(paths: Paths, seen: tuple[Seen, float | None] | None) -> tuple[Seen, float | None] | None:
     """Live domains whose guest address moved are re-pointed (follow.py) when a lease or network
-    file changes, or when the first lease they target runs out; called about every second.
-    Returns what was seen: the files' stamp and that expiry time."""
+    file changes, when the records change (a domain went live: its lease's expiry counts from
+    now), or when the first lease they target runs out; called about every second. Returns what
+    was seen, and that expiry time."""
+    from . import state
     from .follow import live_expiry, retarget
     from .waiter import lease_files_stamp
 
-    stamp = lease_files_stamp(paths)
-    if seen is not None and stamp == seen[0] and (seen[1] is None or time.time() < seen[1]):
+    records = tuple(sorted((uuid, str(entry.get("status"))) for uuid, entry in state.read_index(paths).items()))
+    now_seen: Seen = (lease_files_stamp(paths), records)
+    if seen is not None and now_seen == seen[0] and (seen[1] is None or time.time() < seen[1]):
         return seen
     try:
         for name, outcome in retarget(paths, LOCK_WAIT).items():
@@ -78,7 +82,7 @@ def follow_addresses(
         if not exc.retry:
             log.error(str(exc))
         return seen  # seen unchanged: tried again next second
-    return stamp, live_expiry(paths)
+    return now_seen, live_expiry(paths)
 
 
 def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...] | None:
@@ -118,7 +122,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
     changed = False
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
     leases: tuple[tuple[int, int], ...] | None = None
-    addresses: tuple[tuple[tuple[int, int], ...], float | None] | None = None
+    addresses: tuple[Seen, float | None] | None = None
     while True:
         now = time.monotonic()
         pending = state.pending_intents(paths)  # a listdir: cheap enough to look every second

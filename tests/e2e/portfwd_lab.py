@@ -211,9 +211,17 @@ class PortfwdLab(Lab):
         """What the watcher's unit wrote (its journal, this boot)."""
         return self.box.journal("-b", "-o", "cat", "-u", WATCH_UNIT)
 
-    def our_journal(self, *args: str) -> list[str]:
-        """Our lines in the journal (``journalctl -t libvirt-portfwd``), message only."""
-        return self.box.journal("-o", "cat", "-t", LOG_IDENTIFIER, *args).splitlines()
+    def our_journal(self, *args: str, after: str = "") -> list[str]:
+        """Our lines in the journal (``journalctl -t libvirt-portfwd``), message only; ``after``:
+        only those after a cursor (journal_cursor), as the journal may drop its oldest entries."""
+        cursor = [f"--after-cursor={after}"] if after else []
+        return self.box.journal("-o", "cat", "-t", LOG_IDENTIFIER, *cursor, *args).splitlines()
+
+    def journal_cursor(self) -> str:
+        """Where the journal is now (its last entry's cursor)."""
+        out = self.box.journal("-n", "1", "--show-cursor", "-o", "cat")
+        marks = [line for line in out.splitlines() if line.startswith("-- cursor: ")]
+        return marks[-1].removeprefix("-- cursor: ") if marks else ""
 
     def _monitor_running(self) -> bool:
         for pid in self.pids():
