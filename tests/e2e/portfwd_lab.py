@@ -10,7 +10,7 @@ removes it again, inside the box too.
 
 What differs from an admin's host, and only this: the box's uplink is configured from outside
 after each boot (tests/lab/host.py), its packages come from the cached root (apt has nothing to
-install), libvirtd's debug log of commands, ``cgroup_controllers = [ ]`` in qemu.conf (this
+install), libvirtd's debug log of commands, journald's rate limit off, ``cgroup_controllers = [ ]`` in qemu.conf (this
 machine's read-only cgroup v1), and, under libvirt's nftables backend, the tc wrapper
 (tests/lab/tc_wrapper.sh: these kernels lack ``action csum``).
 """

@@ -87,6 +87,7 @@ CLIENT_IF = "eth0"
 DAEMONS = ("libvirtd", "virtlogd")  # started with -d -p PID_DIR/NAME.pid; comm == NAME
 LIBVIRTD_UNIT = "libvirtd.service"  # in a box (Debian 12 and 13 ship the monolithic daemon, enabled)
 LIBVIRTD_CONF = Path("/etc/libvirt/libvirtd.conf")
+JOURNALD_DROPIN = Path("/etc/systemd/journald.conf.d/libvirt-portfwd-lab.conf")
 LOG_SETTINGS = {"LIBVIRT_LOG_FILTERS": "log_filters", "LIBVIRT_LOG_OUTPUTS": "log_outputs"}
 # A host as Debian boots it has no br_netfilter (bridged frames skip iptables); this machine's
 # kernel has it built in, on by default in every new network namespace.
@@ -474,6 +475,9 @@ class Lab:
             box.seed(LIBVIRT_NETWORK_CONF, f"{box.lower_text(LIBVIRT_NETWORK_CONF)}\n{setting}")
         if self.firewall_backend == "nftables":
             box.seed("/usr/local/sbin/tc", TC_WRAPPER.read_text(), 0o755)
+        # libvirtd under TCG in a box logs bursts of errors (no /dev/kvm, no ifb devices); journald
+        # would then suppress what else its cgroup logs, our hooks' lines among them
+        box.seed(JOURNALD_DROPIN, "# libvirt-portfwd lab\n[Journal]\nRateLimitIntervalSec=0\n")
         env = self._daemon_env()
         settings = {LOG_SETTINGS[key]: value for key, value in env.items() if key in LOG_SETTINGS}
         if "log_outputs" in settings:
