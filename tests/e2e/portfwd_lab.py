@@ -218,8 +218,10 @@ class PortfwdLab(Lab):
         return self.box.journal("-o", "cat", "-t", LOG_IDENTIFIER, *cursor, *args).splitlines()
 
     def journal_cursor(self) -> str:
-        """Where the journal is now (its last entry's cursor)."""
-        out = self.box.journal("-n", "1", "--show-cursor", "-o", "cat")
+        """Where our lines in the journal are now (the last one's cursor). Taken with the same
+        match as our_journal: systemd 252 (Debian 12) skips the first matching entry after a
+        cursor of an entry the match leaves out."""
+        out = self.box.journal("-t", LOG_IDENTIFIER, "-n", "1", "--show-cursor", "-o", "cat")
         marks = [line for line in out.splitlines() if line.startswith("-- cursor: ")]
         return marks[-1].removeprefix("-- cursor: ") if marks else ""
 
