@@ -19,6 +19,7 @@ import selectors
 import signal
 import subprocess
 import time
+from collections.abc import Callable
 
 from . import log
 from .boundary import guarded
@@ -75,12 +76,7 @@ def follow_addresses(paths: Paths, seen: tuple[Seen, float | None] | None) -> tu
     now_seen: Seen = (lease_files_stamp(paths), records)
     if seen is not None and now_seen == seen[0] and (seen[1] is None or time.time() < seen[1]):
         return seen
-    try:
-        for name, outcome in retarget(paths, LOCK_WAIT).items():
-            log.info(f"{name}: its guest address moved: {outcome} (watcher)")
-    except PortfwdError as exc:
-        if not exc.retry:
-            log.error(str(exc))
+    if not _say(lambda: retarget(paths, LOCK_WAIT), "its guest address moved: "):
         return seen  # seen unchanged: tried again next second
     return now_seen, live_expiry(paths)
 
@@ -97,14 +93,23 @@ def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tup
     stamp = lease_files_stamp(paths)
     if stamp == seen:
         return seen
+    if not _say(lambda: apply_all_waiting(paths, LOCK_WAIT), "lease arrived, "):
+        return seen  # seen unchanged: tried again next second
+    return stamp
+
+
+def _say(step: Callable[[], dict[str, str]], what: str) -> bool:
+    """Run one of the watcher's follow-ups and log what it did per domain; False when it could
+    not run (the lock busy: quietly; anything else: one line), to be tried again next second."""
     try:
-        for name, outcome in apply_all_waiting(paths, LOCK_WAIT).items():
-            log.info(f"{name}: lease arrived, {outcome} (watcher)")
+        done = step()
     except PortfwdError as exc:
         if not exc.retry:
             log.error(str(exc))
-        return seen  # seen unchanged: tried again next second
-    return stamp
+        return False
+    for name, outcome in done.items():
+        log.info(f"{name}: {what}{outcome} (watcher)")
+    return True
 
 
 def _stop(signum: int, frame: object) -> None:

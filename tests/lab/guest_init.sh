@@ -18,27 +18,25 @@ mount_filesystems() {
     mkdir -p /dev/pts /tmp /run /var/log
 }
 
-read_hostname() {
-    name=lab-guest
+cmdline_option() {  # cmdline_option NAME DEFAULT: the value of NAME=... on the kernel command line
+    value=$2
     read -r cmdline </proc/cmdline
     for arg in $cmdline; do
         case "$arg" in
-            portfwd.hostname=*) name="${arg#portfwd.hostname=}" ;;
+            "$1"=*) value="${arg#"$1"=}" ;;
         esac
     done
-    echo "$name"
+    echo "$value"
+}
+
+read_hostname() {
+    cmdline_option portfwd.hostname lab-guest
 }
 
 # portfwd.renew=SECONDS on the kernel command line: udhcpc renews its lease that often (SIGUSR1),
 # so that a reservation changed on the host reaches the guest in seconds, not half a lease.
 start_renewals() {
-    every=
-    read -r cmdline </proc/cmdline
-    for arg in $cmdline; do
-        case "$arg" in
-            portfwd.renew=*) every="${arg#portfwd.renew=}" ;;
-        esac
-    done
+    every=$(cmdline_option portfwd.renew "")
     [ -n "$every" ] || return 0
     # shellcheck disable=SC2046 # one argument per udhcpc (one per NIC)
     (while sleep "$every"; do kill -USR1 $(pidof udhcpc) 2>/dev/null; done) &

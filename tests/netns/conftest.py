@@ -274,3 +274,15 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
         yield lab
     finally:
         lab.destroy()
+
+
+@pytest.fixture
+def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
+    """``libvirt-portfwd watch`` in the lab's host, as its service runs it (stderr kept)."""
+    proc = subprocess.Popen(lab.watcher_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
+    time.sleep(0.5)  # let it start following the ruleset
+    try:
+        yield proc
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

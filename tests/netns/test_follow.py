@@ -11,11 +11,10 @@ With the watcher running as its service does, both of libvirt's firewall backend
 import json
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import PYTHON, REPO
+from tests.conftest import PYTHON
 from tests.netns.conftest import DATA, Lab
 from tests.netns.fakehost import GUEST_ADDRESS, GUEST_MAC, HOST_ADDRESS
 from tests.netns.test_hook import WEB1, guide_xml
@@ -37,17 +36,6 @@ try:
 except OSError as exc:
     print("ERROR", type(exc).__name__)
 """
-
-
-@pytest.fixture
-def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(lab.watcher_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(0.5)
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def udp_flow(lab: Lab) -> str:

@@ -4,27 +4,14 @@ Both of libvirt's firewall backends, real packets."""
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import REPO
 from tests.netns.conftest import Lab
 from tests.netns.fakehost import GUEST_ADDRESS, GUEST_MAC, domain_xml
 from tests.netns.test_hook import WEB1, guide_xml
 
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)]
-
-
-@pytest.fixture
-def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(lab.watcher_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(0.5)  # let it start following the ruleset
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def status_states(lab: Lab) -> set[str]:

@@ -6,32 +6,14 @@ top, above ours; an admin may flush ours. Simulated here in both of libvirt's fi
 
 import subprocess
 import time
-from collections.abc import Iterator
 
 import pytest
 
-from tests.conftest import HOOK, NETWORK_HOOK, REPO
+from tests.conftest import HOOK, NETWORK_HOOK
 from tests.netns.conftest import Lab
 from tests.netns.test_hook import guide_xml
 
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)]
-
-
-@pytest.fixture
-def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
-    proc = subprocess.Popen(
-        lab.watcher_argv(),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-    )
-    time.sleep(0.5)  # let it start following the ruleset
-    try:
-        yield proc
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def libvirt_reloads_its_rules(lab: Lab) -> None:
