@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from .. import names
 from ..run import on_path, run, run_all
-from . import nft_listing
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ..findings import Finding
     from ..model import Plan
+    from . import nft_listing
     from .nftables_rules import Gate
 
 NFT = ["nft", "-f", "-"]
@@ -24,6 +24,8 @@ RULESET_LISTING = ["nft", "-j", "list", "ruleset"]
 
 def read(argv: list[str]) -> nft_listing.Ruleset:
     """A listing parsed; an object that does not exist (nft exits non-zero) reads as empty."""
+    from . import nft_listing  # here: json and the parser only where a listing is read, not on import
+
     [(code, out, _)] = run_all([argv])
     if code != 0:
         return nft_listing.EMPTY
