@@ -12,7 +12,7 @@
 # checkout's code as a new release under /opt/libvirt-portfwd/releases, checked, then switched
 # to in one rename of the `current` link; the libvirt hooks (POSIX sh shims that cannot fail
 # where libvirt would stop a VM; never overwriting a hook it did not write), a commented default
-# config if none exists, the CLI, the watcher and boot-time sync services where systemd runs,
+# config if none exists, the CLI, the resident service and boot-time sync where systemd runs,
 # and persistent net.ipv4.ip_forward=1 (sysctl.d, applied).
 set -euo pipefail
 
@@ -26,7 +26,8 @@ RUN_DIR=/run/libvirt-portfwd
 HOOK=$HOOK_DIR/qemu.d/libvirt-portfwd
 NETWORK_HOOK=$HOOK_DIR/network.d/libvirt-portfwd
 UNIT_DIR=/etc/systemd/system
-UNITS=(libvirt-portfwd-watch.service libvirt-portfwd-sync.service)
+UNITS=(libvirt-portfwd.service libvirt-portfwd-sync.service)
+OLD_UNITS=(libvirt-portfwd-watch.service)  # the service's name before issue 14: replaced on upgrade
 SYSCTL_FILE=/etc/sysctl.d/60-libvirt-portfwd.conf
 CLI=${LIBVIRT_PORTFWD_CLI:-/usr/local/sbin/libvirt-portfwd}
 MARKER="managed-by: libvirt-portfwd"
@@ -124,16 +125,22 @@ install_cli() {
 
 install_units() {
     if [ ! -d /run/systemd/system ]; then
-        say "no systemd here: run 'libvirt-portfwd watch' under your init, and 'libvirt-portfwd sync' at boot"
+        say "no systemd here: run 'libvirt-portfwd serve' under your init, and 'libvirt-portfwd sync' at boot"
         return
     fi
     local unit
+    for unit in "${OLD_UNITS[@]}"; do
+        if ours "$UNIT_DIR/$unit"; then
+            systemctl disable --now --quiet "$unit" || true
+            rm -f "$UNIT_DIR/$unit"
+        fi
+    done
     for unit in "${UNITS[@]}"; do
         write_file "$UNIT_DIR/$unit" 0644 sed -e "s|@PREFIX@|$PREFIX|g" -e "s|@CONFIG@|$CONFIG|g" "$SRC/systemd/$unit"
     done
     systemctl daemon-reload
     systemctl enable --quiet "${UNITS[@]}"
-    systemctl restart libvirt-portfwd-watch.service
+    systemctl restart libvirt-portfwd.service
     say "services enabled: ${UNITS[*]}"
 }
 
@@ -184,7 +191,7 @@ stage_all() {
 uninstall_all() {
     local unit target
     if [ -d /run/systemd/system ]; then
-        for unit in "${UNITS[@]}"; do
+        for unit in "${UNITS[@]}" "${OLD_UNITS[@]}"; do
             if ours "$UNIT_DIR/$unit"; then
                 systemctl disable --now --quiet "$unit" || true
                 rm -f "$UNIT_DIR/$unit"

@@ -114,6 +114,7 @@ def start_waiter(paths: Paths, uuid: str, token: str) -> None:
             start_new_session=True,
             close_fds=True,
             cwd="/",
+            env={**os.environ, "LIBVIRT_PORTFWD_ROOT": paths.root} if paths.root else None,
         )
 
 

@@ -1,5 +1,5 @@
 """The one error boundary every entry point runs its work in (hook, network hook, CLI, waiter,
-watcher).
+service).
 
 A known failure (PortfwdError, or the system refusing: OSError) is one line and FAILED; a module
 or dependency that does not import (a broken installation, an upgrade half done) is one line

@@ -1,4 +1,4 @@
-"""``libvirt-portfwd``: hook, plan, apply, remove, status, doctor, sync, watch.
+"""``libvirt-portfwd``: hook, plan, apply, remove, status, doctor, sync, serve.
 
 Exit codes (policy.py): 0 ok, 1 a known failure (one line), 2 usage, 70 a bug (one line, the
 traceback in the journal), 130 ^C; ``hook`` exits as the hook does.
@@ -40,10 +40,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    if args.command == "watch":
-        from .watcher import main as watch_main
+    if args.command in ("serve", "watch"):
+        from .service import main as serve_main
 
-        return watch_main(
+        return serve_main(
             [
                 *(["--config", args.config] if args.config else []),
                 *(["--root", args.root] if args.root else []),
@@ -100,8 +100,12 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--json", action="store_true", help="one JSON document instead of text")
     doctor.set_defaults(run=cmd_doctor)
 
-    watch = commands.add_parser("watch", help="keep the rules in place when others rebuild the firewall (a service)")
-    watch.add_argument("rest", nargs=argparse.REMAINDER, help="--period SECONDS")
+    serve = commands.add_parser(
+        "serve",
+        aliases=["watch"],  # its name before issue 14: a unit of an older release still starts it
+        help="the resident service: follows the firewall and the guests' addresses, takes the hooks' work",
+    )
+    serve.add_argument("rest", nargs=argparse.REMAINDER, help="--period SECONDS")
 
     sync = commands.add_parser("sync", help="reconcile the rules with the running domains (after a reboot or flush)")
     sync.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")

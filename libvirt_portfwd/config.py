@@ -14,6 +14,7 @@ from . import configcache, limits
 from .backendnames import AUTO, CHOICES, expected
 from .errors import InputError, label, shown
 from .forward import PROTOCOLS, ForwardSpec, PortRange, _parse_address, _parse_dev, parse_port, parse_spec
+from .paths import is_uuid
 
 ON_ERROR = ("allow", "block")
 TOP_KEYS = ("backend", "address", "dev", "lease_wait", "on_error", "metadata", "host_ports", "domains")
@@ -215,7 +216,7 @@ def _domains(raw: object, path: str) -> dict[str, tuple[ForwardSpec, ...]]:
             raise _bad(path, f"domains.{key}", forwards, "expected a list of forwards")
         where = f"{path}: domains.{label(key)}"
         limits.FORWARDS.check(len(forwards), where)
-        domains[key.lower() if _is_uuid(key) else key] = tuple(
+        domains[key.lower() if is_uuid(key.lower()) else key] = tuple(
             _forward(item, f"{where}[{i}]") for i, item in enumerate(forwards)
         )
     return domains
@@ -247,11 +248,6 @@ def _setting(parse: Callable[[str, str, str], T], value: object, path: str, key:
         return parse(shown(value) if huge else str(value), f"{path}: {key}", "")
     except InputError as exc:
         raise InputError("invalid config", exc.why, where=exc.where) from None
-
-
-def _is_uuid(key: str) -> bool:
-    parts = key.split("-")
-    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(c in "0123456789abcdefABCDEF" for c in "".join(parts))
 
 
 def _bad(path: str, key: str, value: object, why: str) -> InputError:

@@ -2,7 +2,7 @@
 
 libvirt runs the hook synchronously, so a VM start waits for it. ``start(seconds)`` arms the
 bound for this process (the hook does, with policy.BOUND); ``remaining(limit)`` is what a wait
-may take now: ``limit`` where no bound is armed (CLI, waiter, watcher), else what is left of
+may take now: ``limit`` where no bound is armed (CLI, waiter, service), else what is left of
 the bound. Stdlib time only: the stop path imports this.
 """
 
@@ -21,3 +21,9 @@ def remaining(limit: float) -> float:
     if _until is None:
         return limit
     return max(0.0, min(limit, _until - time.monotonic()))
+
+
+def stop() -> None:
+    """No bound any more (the service, after a request it did for a hook)."""
+    global _until
+    _until = None

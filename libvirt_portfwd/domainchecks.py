@@ -104,7 +104,7 @@ def check_intent(domain: DomainView) -> list[Finding]:
             f"a pending {'removal' if removal else 'apply'}, asked {age:.0f} s ago, is not carried out yet"
             + ("" if removal or live else ": nothing of it is live"),
             f"{where}: op {intent.get('op')}",
-            "# the watcher carries it out within seconds of the cause going away (our lock busy, a firewall\n"
+            "# the service carries it out within seconds of the cause going away (our lock busy, a firewall\n"
             "# command hanging); the log says which:\njournalctl -t libvirt-portfwd -n 20\n# or now:\n"
             "libvirt-portfwd sync",
         )

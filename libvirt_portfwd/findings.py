@@ -12,7 +12,7 @@ OK, FAIL, WARN, INFO = "ok", "fail", "warn", "info"  # a finding's severity: fai
 SEVERITIES = (OK, FAIL, WARN, INFO)
 FIREWALL = "firewall"  # the subject of a finding about our rules as a whole, not one domain
 # A fix is a small shell snippet: command lines as they stand, ``#`` lines where no command does it.
-SYNC_FIX = "libvirt-portfwd sync\n# (the watcher does this within a second where its service runs)"
+SYNC_FIX = "libvirt-portfwd sync\n# (the service does this within a second where its service runs)"
 
 
 @dataclass(frozen=True)

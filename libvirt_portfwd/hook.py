@@ -19,8 +19,12 @@ import sys
 
 from . import configcache, deadline, limits, policy
 from .boundary import guarded
-from .paths import Paths
+from .paths import Paths, is_uuid
 from .policy import APPLY, CHECK, METADATA_MARK, REMOVE
+
+TYPE_CHECKING = False  # no typing import at run time (hook fast path)
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 def main(argv: list[str], config_path: str | None = None) -> int:
@@ -70,7 +74,7 @@ def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> No
             from .actions import prepare
 
             uuid = prepare(xml, paths).plan.uuid
-        _report(name, operation, remove(uuid, paths, name))
+        _report(name, operation, _by_service(paths, "remove", name, uuid, b"", lambda: remove(uuid, paths, name)))
         return
     cached = configcache.read_cache(paths.config_cache, paths.config)
     if cached is not None and not _has_work(name, xml, cached, paths):
@@ -87,16 +91,38 @@ def _act(action: str, name: str, operation: str, xml: bytes, paths: Paths) -> No
                 return  # a broken config never blocks a start: started reports it
         elif cached.get("on_error") != "block":
             return
-        from .actions import check
-
-        check(xml, paths)
+        _by_service(paths, "check", name, "-", xml, lambda: _check(xml, paths))
         return
     assert action == APPLY
+    _report(name, operation, _by_service(paths, "apply", name, _uuid_of(xml) or "-", xml, lambda: _apply(xml, paths)))
+
+
+def _by_service(paths: Paths, op: str, name: str, uuid: str, body: bytes, itself: "Callable[[], str]") -> str:
+    """The work done by the resident service where it runs (warm.py), else here: ``itself``,
+    or, once the service had queued it, whatever is still pending (nothing is done twice)."""
+    from . import warm
+
+    def pending() -> str:
+        from .intents import carry_out_for
+
+        return carry_out_for(uuid, paths)
+
+    return warm.hand_over(paths, op, name, uuid, body, itself, pending)
+
+
+def _check(xml: bytes, paths: Paths) -> str:
+    from .actions import check
+
+    check(xml, paths)
+    return "checked"
+
+
+def _apply(xml: bytes, paths: Paths) -> str:
     from . import render
     from .intents import apply
 
     render.use_cache(paths.run_dir)  # here only: stopped/release render nothing (prerendered)
-    _report(name, operation, apply(xml, paths))
+    return apply(xml, paths)
 
 
 def _report(name: str, operation: str, outcome: str) -> None:
@@ -145,7 +171,7 @@ def _uuid_of(xml: bytes) -> str | None:
     if start < 0 or end < 0:
         return None
     text = xml[start + len(b"<uuid>") : end].strip().decode("ascii", "replace").lower()
-    return text if len(text) == 36 and text.count("-") == 4 else None
+    return text if is_uuid(text) else None
 
 
 def main_network(argv: list[str], config_path: str | None = None) -> int:

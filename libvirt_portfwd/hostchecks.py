@@ -49,7 +49,7 @@ def check_hook(survey: Survey) -> list[Finding]:
 
 
 def check_network_hook(survey: Survey) -> list[Finding]:
-    """The network hook (warn: without it only the watcher or sync repairs a network restart)."""
+    """The network hook (warn: without it only the service or sync repairs a network restart)."""
     return _hook_file(survey.paths.hook("network"), "hook.network", WARN, "the network hook")
 
 

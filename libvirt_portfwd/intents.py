@@ -3,10 +3,10 @@
 Every change a hook or the CLI makes goes this way: write the intent (no lock), then, under the
 lock, carry out every pending intent, its own among them. A hook that runs out of its time
 bound, finds the lock busy or a firewall command hanging, or is killed at any instant, leaves
-its intent behind, and whoever holds the lock next (the next hook of any domain, the watcher
+its intent behind, and whoever holds the lock next (the next hook of any domain, the service
 within a second, the lease waiter, ``sync``) completes it. An intent is deleted only once it is
 done: a removal that fails stays pending until it succeeds (nothing rebuilds its rules in the
-meantime: the watcher carries intents out before it repairs); an apply that failed for a reason
+meantime: the service carries intents out before it repairs); an apply that failed for a reason
 that will not pass by waiting (bad input, a firewall tool's refusal) was reported and is dropped.
 Stdlib only until an apply is carried out (the stop path imports this).
 """
@@ -21,15 +21,18 @@ from .paths import Paths
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from collections.abc import Callable
+
     from .actions import Prepared
 
 
-def apply(xml: bytes, paths: Paths) -> str:
+def apply(xml: bytes, paths: Paths, queued: Callable[[], None] = lambda: None) -> str:
     """Bring the domain's rules in line with its declaration; return what was done.
 
     Bad input fails here, before anything is written. Then the change goes by way of an APPLY
     intent (intents.py): if it cannot be carried out now (the lock, the time bound), whoever
-    holds the lock next completes it."""
+    holds the lock next completes it. ``queued`` is called once the intent is written (the
+    service tells the hook so: warm.py)."""
     from .actions import prepare
 
     prepared = prepare(xml, paths)
@@ -37,14 +40,16 @@ def apply(xml: bytes, paths: Paths) -> str:
     if not plan.forwards and state.read(paths, plan.uuid) is None and not paths.has_intent(plan.uuid):
         return "no forwards"
     state.write_intent(paths, plan.uuid, state.APPLY, plan.name, xml)
+    queued()
     return carry_out_for(plan.uuid, paths, {plan.uuid: prepared})
 
 
-def remove(uuid: str, paths: Paths, name: str = "") -> str:
+def remove(uuid: str, paths: Paths, name: str = "", queued: Callable[[], None] = lambda: None) -> str:
     """The domain's rules and record removed, by way of a REMOVE intent (the stop path: light)."""
     if not os.path.exists(paths.record(uuid)) and not paths.has_intent(uuid):
         return "nothing recorded"
     state.write_intent(paths, uuid, state.REMOVE, name)
+    queued()
     return carry_out_for(uuid, paths)
 
 

@@ -45,14 +45,17 @@ def _emit(priority: int, message: str) -> None:
 
 
 def send_syslog(priority: int, message: str) -> None:
-    import socket  # here: importing socket costs more than a no-op hook run (enum, selectors)
+    import _socket  # the builtin: the socket module costs more than a no-op hook run (enum, selectors)
     import time
 
     stamp = time.strftime("%b %e %H:%M:%S")
     data = f"<{DAEMON | priority}>{stamp} {PROG}[{os.getpid()}]: {message}".encode(errors="replace")
     path = os.path.join(os.environ.get("LIBVIRT_PORTFWD_ROOT", "/"), "dev/log")
     try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        try:
             sock.sendto(data[:65000], path)
+        finally:
+            sock.close()
     except OSError:  # no syslog here (a namespace, a box without one): stderr has the line
         pass

@@ -21,6 +21,13 @@ SYSCTL_FILE = "/etc/sysctl.d/60-libvirt-portfwd.conf"  # install.sh writes net.i
 SYSTEMD_DIR = "/run/systemd/system"  # exists where systemd runs (sd_booted)
 
 
+def is_uuid(text: str) -> bool:
+    """A domain UUID in the form our file names use (8-4-4-4-12, lower-case hex): nothing else
+    may become part of a record's or an intent's path."""
+    parts = text.split("-")
+    return [len(p) for p in parts] == [8, 4, 4, 4, 12] and all(c in "0123456789abcdef" for c in "".join(parts))
+
+
 class Paths:
     """Resolved locations; ``config`` may be overridden (``--config``)."""
 
@@ -30,6 +37,7 @@ class Paths:
         "hook_dir",
         "network_dir",
         "qemu_run_dir",
+        "root",
         "run_dir",
         "sysctl_file",
         "systemd_dir",
@@ -37,6 +45,7 @@ class Paths:
 
     def __init__(self, root: str | None = None, config: str | None = None) -> None:
         root = os.environ.get("LIBVIRT_PORTFWD_ROOT", "") if root is None else root
+        self.root = root  # "" on a real host; a process we start gets it as LIBVIRT_PORTFWD_ROOT
 
         def under(path: str) -> str:
             return os.path.join(root, path.lstrip("/")) if root else path
@@ -65,6 +74,16 @@ class Paths:
     @property
     def index(self) -> str:
         return os.path.join(self.run_dir, "index.json")
+
+    @property
+    def service_socket(self) -> str:
+        """The resident service's socket, root's only: the hooks' warm path (warm.py)."""
+        return os.path.join(self.run_dir, "service.sock")
+
+    @property
+    def service_status(self) -> str:
+        """What the running service has done (service.py): its pid, requests, rebuilds."""
+        return os.path.join(self.run_dir, "service.json")
 
     @property
     def config_cache(self) -> str:

@@ -1,5 +1,5 @@
 """Bringing the firewall and the records together when no single domain's hook asks: the lease
-waiter's apply, repairs (the watcher, the network hook) and ``sync`` (after a reboot, a flush,
+waiter's apply, repairs (the service, the network hook) and ``sync`` (after a reboot, a flush,
 a crash). Each carries out pending intents first (intents.py): they are the latest word.
 """
 
@@ -54,7 +54,7 @@ def apply_waiting(paths: Paths, uuid: str, token: str, lock_timeout: float = 60.
 
 
 def apply_all_waiting(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str]:
-    """The watcher: every waiting domain (its waiter running, timed out, or killed) resolved
+    """The service: every waiting domain (its waiter running, timed out, or killed) resolved
     again; name -> what was done, for those done (the rest still wait)."""
     done = {}
     for uuid, entry in state.read_index(paths).items():
@@ -66,7 +66,7 @@ def apply_all_waiting(paths: Paths, lock_timeout: float = 60.0) -> dict[str, str
         try:
             outcome = apply_waiting(paths, uuid, record.token, lock_timeout)
         except PortfwdError as exc:
-            if exc.retry:  # the lock busy: raised, so that the watcher tries again
+            if exc.retry:  # the lock busy: raised, so that the service tries again
                 raise
             outcome = f"not applied: {exc}"
         if outcome is not None and outcome != "cancelled":
@@ -83,7 +83,7 @@ def sync(paths: Paths, running: dict[str, bytes]) -> list[PortfwdError]:
 
     Pending intents come first: they are newer than ``running`` (a domain that stopped or
     started since libvirt was asked). The new records are written before the transaction: if
-    sync dies in between, the records say what the firewall must hold, and the watcher's next
+    sync dies in between, the records say what the firewall must hold, and the service's next
     pass (or any repair) rebuilds exactly that.
     """
     errors: list[PortfwdError] = []

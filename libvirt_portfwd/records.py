@@ -23,7 +23,7 @@ class Record:
     xml: str = ""  # the declaration (domain XML) it was made from: what a wait or a re-resolve plans again
     waiting_macs: list[str] = field(default_factory=list)
     teardown: dict[str, str] = field(default_factory=dict)  # LIVE: prerendered removals (see teardown)
-    timed_out_at: float = 0.0  # WAITING: when its waiter's lease_wait ran out (0: not yet); the watcher goes on
+    timed_out_at: float = 0.0  # WAITING: when its waiter's lease_wait ran out (0: not yet); the service goes on
 
     @property
     def shown_status(self) -> str:

@@ -159,7 +159,7 @@ def done_intent(paths: Paths, uuid: str) -> None:
 
 
 def pending_intents(paths: Paths) -> dict[str, Data]:
-    """Every intent not carried out yet (for status and the watcher; no lock: read only)."""
+    """Every intent not carried out yet (for status and the service; no lock: read only)."""
     try:
         names = sorted(os.listdir(paths.intent_dir))
     except FileNotFoundError:

@@ -54,8 +54,8 @@ def wait(paths: Paths, uuid: str, token: str) -> int:
             timed_out(paths, uuid, token)
             log.error(
                 f"{record.name}: no lease of {', '.join(record.waiting_macs)} within lease_wait; its forwards "
-                "are not live yet: the watcher service applies them when the lease appears (where it does not "
-                f"run: 'libvirt-portfwd apply {record.name}' then)"
+                "are not live yet: the service (libvirt-portfwd.service) applies them when the lease appears "
+                f"(where it does not run: 'libvirt-portfwd apply {record.name}' then)"
             )
             return 1
         time.sleep(POLL_SECONDS)

@@ -320,7 +320,7 @@ def pytest_runtest_makereport(
                 runs = [f"{r.domain} {r.operation}: exit {r.status}: {r.stderr}" for r in instance.hook_runs()]
                 report.sections.append(("libvirt-portfwd hook runs (libvirtd log)", "\n".join(runs[-40:])))
                 if instance.boot and instance.box.running:
-                    report.sections.append(("libvirt-portfwd watch unit", instance.watcher_output()[-3000:]))
+                    report.sections.append(("libvirt-portfwd.service unit", instance.watcher_output()[-3000:]))
                     report.sections.append(("journal of our lines", "\n".join(instance.our_journal("-b")[-60:])))
                 waiter_log = instance.path(RUN_DIR / "waiter.log")
                 if waiter_log.is_file():

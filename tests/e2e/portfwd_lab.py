@@ -153,7 +153,7 @@ class StatusRow:
     live: str
 
 
-WATCH_UNIT = "libvirt-portfwd-watch.service"
+WATCH_UNIT = "libvirt-portfwd.service"
 SYNC_UNIT = "libvirt-portfwd-sync.service"
 LOG_IDENTIFIER = "libvirt-portfwd"  # our lines in the journal (journalctl -t)
 

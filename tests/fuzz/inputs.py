@@ -704,7 +704,7 @@ class Generator:
     # -- command lines -------------------------------------------------------------------------
     def _cli(self, case: Case, base: Seed) -> None:
         rng = self.rng
-        others = ["hook", "apply", "remove", "status", "sync", "watch", "", "plan2", INJECT, "-h", "--help"]
+        others = ["hook", "apply", "remove", "status", "sync", "serve", "watch", "", "plan2", INJECT, "-h", "--help"]
         command = "plan" if rng.random() < 0.6 else rng.choice(others)
         argv: list[str] = []
         if rng.random() < 0.2:

@@ -8,6 +8,7 @@ status, leases, config, state) live under a temporary root (LIBVIRT_PORTFWD_ROOT
 touches the root namespace.
 """
 
+import contextlib
 import json
 import re
 import shlex
@@ -154,8 +155,15 @@ class Lab:
         return ["ip", "netns", "exec", self.host]
 
     def watcher_argv(self) -> list[str]:
-        """``libvirt-portfwd watch`` in the host, as its service runs it."""
-        return [*self.enter(), PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), "watch"]
+        """``libvirt-portfwd serve`` in the host, as its service runs it."""
+        return [*self.enter(), PYTHON, "-m", "libvirt_portfwd.cli", "--root", str(self.root), "serve"]
+
+    def service_counts(self) -> dict[str, int]:
+        """What the running service says it did (run/libvirt-portfwd/service.json); {} if none."""
+        try:
+            return dict(json.loads((self.root / "run/libvirt-portfwd/service.json").read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def pending(self) -> list[str]:
         """The intents not carried out yet (file names)."""
@@ -276,13 +284,41 @@ def lab(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Lab]:
         lab.destroy()
 
 
-@pytest.fixture
-def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
-    """``libvirt-portfwd watch`` in the lab's host, as its service runs it (stderr kept)."""
+@contextlib.contextmanager
+def running_service(lab: Lab) -> Iterator[subprocess.Popen[str]]:
+    """``libvirt-portfwd serve`` in the lab's host, as its unit runs it (stderr kept), once it
+    listens on its socket (it follows the ruleset from then on)."""
     proc = subprocess.Popen(lab.watcher_argv(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, cwd=REPO)
-    time.sleep(0.5)  # let it start following the ruleset
     try:
+        began = time.monotonic()
+        while not lab.service_counts():
+            assert proc.poll() is None, proc.communicate()[1]
+            assert time.monotonic() - began < 10.0, "the service did not listen within 10 s"
+            time.sleep(0.02)
         yield proc
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.fixture
+def watcher(lab: Lab) -> Iterator[subprocess.Popen[str]]:
+    """The resident service, running beside the test."""
+    with running_service(lab) as proc:
+        yield proc
+
+
+IN_PROCESS, SERVICE = "in-process", "service"
+
+
+@pytest.fixture
+def mode(lab: Lab, request: pytest.FixtureRequest) -> Iterator[str]:
+    """The hooks' two modes (parametrize indirectly): each does its work itself, or hands it to
+    the running service (warm.py); the service must still be running at the end."""
+    kind = getattr(request, "param", IN_PROCESS)
+    if kind != SERVICE:
+        yield kind
+        return
+    with running_service(lab) as proc:
+        yield kind
+        assert proc.poll() is None, proc.communicate()[1]

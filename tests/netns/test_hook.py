@@ -8,14 +8,20 @@ import pytest
 
 from libvirt_portfwd.policy import BLOCKED
 from tests.conftest import HOOK, REPO
-from tests.netns.conftest import Lab, port_forward, portfwd_metadata
+from tests.netns.conftest import IN_PROCESS, SERVICE, Lab, port_forward, portfwd_metadata
 from tests.netns.fakehost import GUEST_MAC, HOST_ADDRESS, HOST_ADDRESS_2, domain_xml
 
 BOOT = REPO / "hooks" / "boot.py"
 
-# every test runs against both of libvirt's firewall backends (its rules loaded as it writes them);
-# backend: auto in our config follows libvirt's
-pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True)]
+# every test runs against both of libvirt's firewall backends (its rules loaded as it writes them;
+# backend: auto in our config follows libvirt's), and in both of the hook's modes: doing its work
+# itself, and handing it to the running service (issue 14's warm path)
+pytestmark = [
+    pytest.mark.netns,
+    pytest.mark.parametrize("lab", ["iptables", "nftables"], indirect=True),
+    pytest.mark.parametrize("mode", [IN_PROCESS, SERVICE], indirect=True),
+    pytest.mark.usefixtures("mode"),
+]
 
 WEB1 = "6f1d0c9a-6a3b-4c55-9a3e-2f0b6f6a1c01"
 WEB2 = "7a2e1d0b-7b4c-4d66-8b4f-3a1c7b7b2d02"
@@ -299,32 +305,39 @@ def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation:
     assert not [line for line in stderr.splitlines() if "import time:" not in line]  # and says nothing
 
 
-def test_a_restart_with_the_same_forwards_renders_without_jinja2(lab: Lab) -> None:
+def test_a_restart_with_the_same_forwards_renders_without_jinja2(lab: Lab, mode: str) -> None:
     """The rendered rules are cached (render.py): the second start of a domain with the same
     forwards on the same firewall renders nothing, so jinja2 is not even imported, and the rules
-    and traffic are those of the first start."""
+    and traffic are those of the first start. With the service running the hook imports neither
+    the renderer nor an XML parser: the service did the work (warm.py)."""
     for proc in lab.start("web1", guide_xml()):
         assert proc.returncode == 0, proc.stderr
     first = sorted(lab.our_rules())
     for proc in lab.stop("web1", guide_xml()):
         assert proc.returncode == 0, proc.stderr
+    requests = lab.service_counts().get("requests", 0)
     _, imported = hook_imports(lab, "web1", guide_xml(), "started")
-    assert "libvirt_portfwd.render" in imported and "lxml.etree" in imported
+    if mode == SERVICE:
+        assert "libvirt_portfwd.warm" in imported and lab.service_counts()["requests"] == requests + 1
+        assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2") or m == "libvirt_portfwd.render"}
+    else:
+        assert "libvirt_portfwd.render" in imported and "lxml.etree" in imported
     assert not {m for m in imported if m.split(".")[0] == "jinja2"}
     assert sorted(lab.our_rules()) == first
     assert lab.probe("tcp", 20443) == "guest tcp 443"
     assert any((lab.root / "run/libvirt-portfwd/render").iterdir())
     # and stopping renders nothing: the removal was prerendered, the renderer is not even imported
-    assert_prerendered(*hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
+    assert_prerendered(mode, *hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
 
 
-def assert_prerendered(stderr: str, imported: set[str]) -> None:
-    """A stop that applied its prerendered removal: no renderer, no XML parser (and no fallback)."""
-    assert "libvirt_portfwd.teardown" in imported
+def assert_prerendered(mode: str, stderr: str, imported: set[str]) -> None:
+    """A stop that applied its prerendered removal: no renderer, no XML parser (and no fallback);
+    with the service running, not even the teardown: the service removed the rules."""
+    assert ("libvirt_portfwd.warm" if mode == SERVICE else "libvirt_portfwd.teardown") in imported, stderr
     assert not {m for m in imported if m.split(".")[0] in ("jinja2", "lxml") or m == "libvirt_portfwd.render"}, stderr
 
 
-def test_last_stop_deletes_the_gate_by_the_handles_it_has_then(lab: Lab) -> None:
+def test_last_stop_deletes_the_gate_by_the_handles_it_has_then(lab: Lab, mode: str) -> None:
     """nftables: the last removal is prerendered with a stand-in for the gate's handles; the stop
     fills in the handles the gate has at that moment (here: moved since, so a new handle), and
     with libvirt's table gone it deletes our table alone. iptables: nothing to fill in."""
@@ -341,7 +354,7 @@ def test_last_stop_deletes_the_gate_by_the_handles_it_has_then(lab: Lab) -> None
         assert lab.hook("web1", guide_xml(), "reconnect").returncode == 0
         assert gate_handles(lab) not in ([], first_handle)
     assert ours_left()
-    assert_prerendered(*hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
+    assert_prerendered(mode, *hook_imports(lab, "web1", guide_xml(), "stopped", "end"))
     assert lab.hook("web1", guide_xml(), "release", "end").returncode == 0
     assert lab.firewall() == before
 

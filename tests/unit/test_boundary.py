@@ -108,8 +108,8 @@ def test_cli(host: Host) -> None:
 
 
 def test_watcher(host: Host) -> None:
-    host.break_("watcher.py", "watch")
-    assert_bug_reported(host.run("cli", "--root", str(host.root), "watch"), host, policy.INTERNAL)
+    host.break_("service.py", "serve")
+    assert_bug_reported(host.run("cli", "--root", str(host.root), "serve"), host, policy.INTERNAL)
 
 
 def test_waiter(host: Host) -> None:

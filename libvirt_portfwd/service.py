@@ -1,25 +1,36 @@
-"""The watcher: puts our rules back when someone else rebuilt the firewall.
+"""The resident service (``libvirt-portfwd serve``, the unit libvirt-portfwd.service): owns every
+job that outlives a hook run, and takes the hooks' work where it runs.
 
-No libvirt hook fires after libvirtd reloads its firewall on SIGHUP, nor after a firewalld
-reload, and an admin may flush anything at any time. The watcher follows every ruleset change
-(``nft monitor``; iptables-nft changes are nftables changes too), waits for the burst to end,
-and checks that every recorded live forward is reachable (our rules in place, our accept
-above libvirt's reject) and that no rule of ours belongs to a domain not recorded live. Only if
-not, it rebuilds our rules from the records, under the lock. Intents a hook could not carry out
-(the lock busy, its time bound spent, a firewall command hanging) are completed within a second,
-then tried less and less often while they keep failing.
-Our own repairs show up as changes too, and then find everything in place: no loop. A
-periodic check covers changes it cannot see (iptables-legacy).
+- The firewall: no libvirt hook fires after libvirtd reloads its firewall on SIGHUP, nor after
+  a firewalld reload, and an admin may flush anything at any time. The service follows every
+  ruleset change (``nft monitor``; iptables-nft changes are nftables changes too), waits for the
+  burst to end, and checks that every recorded live forward is reachable (our rules in place,
+  our accept above libvirt's reject) and that no rule of ours belongs to a domain not recorded
+  live. Only if not, it rebuilds our rules from the records, under the lock. Our own repairs
+  show up as changes too, and then find everything in place: no loop. A periodic check covers
+  changes it cannot see (iptables-legacy).
+- Pending intents a hook could not carry out (the lock busy, its time bound spent, a firewall
+  command hanging) are completed within a second, then tried less and less often while they
+  keep failing.
+- The guests' addresses: lease and network files are looked at every second; a live forward
+  whose guest moved is re-pointed (follow.py), a waiting domain gets its forwards when its lease
+  appears.
+- The warm path: the hooks hand their work to it over a root-only socket (warm.py), one request
+  at a time, between the steps above.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
 import selectors
 import signal
+import socket
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from . import log
 from .boundary import guarded
@@ -29,35 +40,62 @@ from .paths import Paths
 QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
 PERIOD = 30.0  # check this often even when nothing was seen
 PENDING_POLL = 1.0  # while intents are pending (a hook could not finish): try this often, then less
-LOCK_WAIT = 0.5  # following leases, the watcher waits this long for the lock, then tries next time
+LOCK_WAIT = 0.5  # following leases, the service waits this long for the lock, then tries next time
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="libvirt-portfwd watch", description=__doc__)
+    parser = argparse.ArgumentParser(prog="libvirt-portfwd serve", description=__doc__.split("\n")[0])
     parser.add_argument("--config")
     parser.add_argument("--root", help="prefix for every system path (testing)")
     parser.add_argument("--period", type=float, default=PERIOD, help=f"seconds between checks (default {PERIOD})")
     args = parser.parse_args(argv)
     paths = Paths(root=args.root, config=args.config)
-    return guarded(lambda: watch(paths, args.period), what="watcher")
+    return guarded(lambda: serve(paths, args.period), what="service")
 
 
-def watch(paths: Paths, period: float) -> int:
+def serve(paths: Paths, period: float) -> int:
     from . import render
     from .reconcile import repair
 
     render.use_cache(paths.run_dir)
-    log.info("watcher started")
+    log.info("service started")
     repair(paths)
     monitor = subprocess.Popen(
         ["nft", "monitor", "ruleset"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, bufsize=1
     )
     signal.signal(signal.SIGTERM, _stop)  # a clean exit, so that nft monitor goes with us
     try:
-        return _follow(paths, period, monitor)
+        with _listening(paths) as listener:
+            return _follow(paths, period, monitor, listener)
     finally:
         monitor.kill()
         monitor.wait()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(paths.service_status)
+
+
+@contextlib.contextmanager
+def _listening(paths: Paths) -> Iterator[socket.socket]:
+    """The hooks' socket (warm.py): root's only, removed when the service ends (if still ours)."""
+    path = paths.service_socket
+    os.makedirs(paths.run_dir, mode=0o755, exist_ok=True)
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)  # a dead service's
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    umask = os.umask(0o177)
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(umask)
+    listener.listen(16)
+    inode = os.stat(path).st_ino
+    try:
+        yield listener
+    finally:
+        listener.close()
+        with contextlib.suppress(OSError):
+            if os.stat(path).st_ino == inode:
+                os.unlink(path)
 
 
 Seen = tuple[tuple[tuple[int, int], ...], tuple[tuple[str, str], ...]]  # lease files' stamp, the records'
@@ -99,7 +137,7 @@ def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tup
 
 
 def _say(step: Callable[[], dict[str, str]], what: str) -> bool:
-    """Run one of the watcher's follow-ups and log what it did per domain; False when it could
+    """Run one of the service's follow-ups and log what it did per domain; False when it could
     not run (the lock busy: quietly; anything else: one line), to be tried again next second."""
     try:
         done = step()
@@ -108,22 +146,43 @@ def _say(step: Callable[[], dict[str, str]], what: str) -> bool:
             log.error(str(exc))
         return False
     for name, outcome in done.items():
-        log.info(f"{name}: {what}{outcome} (watcher)")
+        log.info(f"{name}: {what}{outcome} (service)")
     return True
+
+
+def _answer(listener: socket.socket, paths: Paths) -> None:
+    """One hook's request (warm.py); whatever goes wrong, the hook does the work itself."""
+    from . import warm
+
+    conn, _ = listener.accept()
+    with conn, contextlib.suppress(OSError):  # the hook gave up or went away: it falls back on its own
+        warm.serve(conn, paths)
+
+
+def _publish(paths: Paths, counts: dict[str, int]) -> None:
+    """What the service has done since it started (``service.json``: its pid, the hooks'
+    requests it answered, the rebuilds it made): for an admin, doctor and the tests."""
+    tmp = f"{paths.service_status}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        json.dump(counts, handle)
+    os.replace(tmp, paths.service_status)
 
 
 def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
+def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listener: socket.socket) -> int:
     from . import state
     from .reconcile import repair
 
     assert monitor.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(monitor.stdout, selectors.EVENT_READ)
+    selector.register(listener, selectors.EVENT_READ)
     due = time.monotonic() + period
+    counts = {"pid": os.getpid(), "requests": 0, "rebuilds": 0}
+    _publish(paths, counts)
     changed = False
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
     leases: tuple[tuple[int, int], ...] | None = None
@@ -137,10 +196,16 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
         leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
         timeout = QUIET if changed else max(0.0, min(wake - now, PENDING_POLL))
-        if selector.select(timeout):
+        ready = [key.fileobj for key, _ in selector.select(timeout)]
+        if listener in ready:
+            _answer(listener, paths)
+            counts["requests"] += 1
+            _publish(paths, counts)
+        if monitor.stdout in ready:
             if not monitor.stdout.readline():
-                raise PortfwdError("watcher stopped", "nft monitor exited")
+                raise PortfwdError("service stopped", "nft monitor exited")
             changed = True
+        if ready:
             continue
         now = time.monotonic()
         retry = bool(pending) and now >= retry_at
@@ -159,4 +224,6 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str]) -> int:
                 log.error(str(exc))
             continue
         if repaired:
-            log.info(f"watcher: forwards of {repaired} domain(s) were not as recorded; rules rebuilt")
+            counts["rebuilds"] += 1
+            _publish(paths, counts)
+            log.info(f"service: forwards of {repaired} domain(s) were not as recorded; rules rebuilt")
