@@ -9,6 +9,7 @@ run gets libvirt's environment (PATH, LC_ALL=C, HOME=/root, PWD=/) plus LIBVIRT_
 the XML on stdin, cwd /.
 """
 
+import ctypes
 import json
 import os
 import random
@@ -688,22 +689,72 @@ def firewall_tool(host: Host, repeats: int) -> list[Row]:
                 for wall, cpu in samples.values():
                     wall.clear()
                     cpu.clear()
+        if kind == "nftables":
+            samples["socket"] = one_socket(host, uuid, lambda: backend.bind(removal, last=True), saved, repeats)
     finally:
         host.hook(name, "stopped", "end", scenario.domain_xml(name, uuid, forwards, running=False))
         host.verify_gone(uuid)
     labels = {
         "remove": f"the stop path's removal, 10 forwards: {' '.join(tool)} (committed)",
+        "socket": "the same removal through libnftables, one netlink socket kept open (ctypes in the measuring "
+        "process, no process started: what a resident service holding its socket would pay)",
         "check": f"the same in check mode (parsed and built, nothing committed): {' '.join(check)}",
         "listing": f"a listing (read only, no transaction): {' '.join(listing)}",
         "version": f"the process alone: {' '.join(version)}",
     }
+    argvs = {"remove": tool, "check": check, "listing": listing, "version": version}
     rows = []
     for key, label in labels.items():
+        if not samples.get(key, ([], []))[0]:
+            continue
         wall, cpu = samples[key]
         waited = [w - c for w, c in zip(wall, cpu, strict=True)]
         rows.append(row("9", f"fwtool.{kind}.{key}", f"{kind} backend: {label}", ms(wall), cpu=cpu_ms(cpu),
-                        waited_ms=ms(waited), backend=kind))  # fmt: skip
+                        waited_ms=ms(waited), backend=kind, argv=" ".join(argvs.get(key, ()))))  # fmt: skip
     return rows
+
+
+def one_socket(
+    host: Host, uuid: str, removal: Callable[[], str], saved: str, repeats: int
+) -> tuple[list[float], list[float]]:
+    """The removal through libnftables (``nft_run_cmd_from_buffer``, one context and so one
+    netlink socket for every transaction), timed in this process (wall, and this thread's CPU);
+    the firewall put back through the same context, untimed. Empty if libnftables is missing."""
+    try:
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError as exc:
+        log(f"   no libnftables ({exc}): the one-socket row is left out")
+        return [], []
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
+    wall: list[float] = []
+    cpu: list[float] = []
+
+    def run(text: str) -> None:
+        if lib.nft_run_cmd_from_buffer(ctx, text.encode()) != 0:
+            raise BenchError(f"libnftables refused: {text[:300]!r}")
+
+    try:
+        for i in range(repeats + 1):  # the first: unrecorded warm-up
+            text = removal()
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            begin = time.perf_counter()
+            run(text)
+            elapsed = time.perf_counter() - begin
+            after = resource.getrusage(resource.RUSAGE_THREAD)
+            host.verify_gone_rules(uuid)
+            run(saved)
+            host.verify_live(uuid, 10)
+            if i:
+                wall.append(elapsed)
+                cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    finally:
+        lib.nft_ctx_free(ctx)
+    return wall, cpu
 
 
 # -- 3. the guide's way: one iptables process per rule ----------------------------------------------

@@ -42,6 +42,7 @@ MODE_LIMITS = {
 MODE_LIMIT_SOURCES = {"service": "issue 14", "inprocess": "run 14"}
 FWTOOL_PARTS = {
     "remove": "removal, committed",
+    "socket": "the same removal, one netlink socket kept open (libnftables)",
     "check": "check mode, no commit",
     "listing": "a listing of ours",
     "version": "process alone",
@@ -272,9 +273,9 @@ def fwtool_table(rows: list[Row]) -> str:
         for part, what in FWTOOL_PARTS.items():
             r = by_id.get(f"fwtool.{backend}.{part}")
             if r and r["n"]:
-                argv = r["label"].rsplit(": ", 1)[-1].replace(" (committed)", "")
+                how = f"{what}: `{r['argv']}`" if r.get("argv") else what
                 lines.append(
-                    f"| {backend} | {what}: `{argv}` | {fmt(r['median'], 'ms')} ms | {fmt(r.get('cpu'), 'ms')} ms "
+                    f"| {backend} | {how} | {fmt(r['median'], 'ms')} ms | {fmt(r.get('cpu'), 'ms')} ms "
                     f"| {fmt(r['waited_ms']['median'], 'ms')} ms | {r['n']} |"
                 )
     return "\n".join(lines) if len(lines) > 2 else ""
