@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -47,6 +48,9 @@ SYSTEM_ENV = {"PATH": scenario.HOOK_PATH, "LC_ALL": "C", "HOME": "/root"}
 PYTHON = "/usr/bin/python3"  # what install.sh, the hooks' shim and the CLI launcher run
 RELEASE_LAYOUT = "hooks/boot.py"  # the release layout's entry point (1459d88); before it: a pip venv
 STAGE_OPTION = "--stage)"  # install.sh's case label for the mode that builds the runtime elsewhere
+# the resident service's subcommand: "serve" once the snapshot's CLI has it (the warm path), else
+# the watcher it grew from ("watch"); same arguments (--root, --config) either way
+SERVE_COMMAND = re.compile(r"""add_parser\(\s*["']serve["']""")
 
 
 class BenchError(Exception):
@@ -82,6 +86,7 @@ class LabInfo:
     source: str
     workdir: str
     kind: str = "iptables"  # libvirt's firewall on this host: iptables or nftables
+    service: str = "watch"  # the resident service's CLI subcommand in this snapshot: serve or watch
 
 
 class Lab:
@@ -154,6 +159,11 @@ class Lab:
         for path in (self.hook, self.cli, self.config, self.lib / "hooks" / "boot.py"):
             if not path.is_file():
                 raise BenchError(f"install.sh --stage did not write {path}")
+
+    def service_command(self) -> str:
+        """``serve`` if the staged release's CLI has that subcommand, else ``watch`` (its older name)."""
+        cli = self.lib / "libvirt_portfwd" / "cli.py"
+        return "serve" if cli.is_file() and SERVE_COMMAND.search(cli.read_text()) else "watch"
 
     @property
     def lib(self) -> Path:
@@ -230,6 +240,7 @@ class Lab:
             source=description,
             workdir=str(self.workdir),
             kind=self.kind,
+            service=self.service_command(),
         )
 
     def write_info(self, path: Path, description: str) -> None:

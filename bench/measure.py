@@ -9,6 +9,7 @@ run gets libvirt's environment (PATH, LC_ALL=C, HOME=/root, PWD=/) plus LIBVIRT_
 the XML on stdin, cwd /.
 """
 
+import ctypes
 import json
 import os
 import random
@@ -47,12 +48,17 @@ class Repeats:
     datapath: int = 3
     datapath_seconds: float = 2.5
     imports: int = 10
+    modes_rounds: int = 2  # section 8: blocks of each mode per run (in-process and service in turn)
+    modes_noop: int = 20  # nothing-to-do rounds per mode, over all its blocks
+    modes_cycles: int = 16  # start + stop cycles per mode, restart and first start each, over all its blocks
+    fwtool: int = 20
 
     @classmethod
     def quick(cls) -> "Repeats":
         return cls(
-            noop=5, lifecycle=(3, 3, 3), guide=(3, 2, 1), scale=3, sync=1, datapath=1, datapath_seconds=1.0, imports=3
-        )
+            noop=5, lifecycle=(3, 3, 3), guide=(3, 2, 1), scale=3, sync=1, datapath=1, datapath_seconds=1.0, imports=3,
+            modes_rounds=1, modes_noop=3, modes_cycles=3, fwtool=3,
+        )  # fmt: skip
 
 
 class Host:
@@ -163,12 +169,19 @@ class Host:
             raise BenchError(f"our gate is not first in libvirt's guest_input: {rules[:2]}")
 
     def verify_gone(self, uuid: str) -> None:
-        chain = chain_of(uuid)
-        for table in ("nat", "filter"):
-            if self.iptables("-t", table, "-S", chain, check=False).returncode == 0:
-                raise BenchError(f"{table} {chain} still exists after the stop path")
+        self.verify_gone_rules(uuid)
         if self.record_path(uuid).exists():
             raise BenchError(f"record of {uuid} still exists after the stop path")
+
+    def verify_gone_rules(self, uuid: str) -> None:
+        if self.info.kind == "nftables":
+            if self.nft_elements(uuid):
+                raise BenchError(f"nftables map dnat_tcp still holds elements of {uuid} after the stop path")
+        else:
+            chain = chain_of(uuid)
+            for table in ("nat", "filter"):
+                if self.iptables("-t", table, "-S", chain, check=False).returncode == 0:
+                    raise BenchError(f"{table} {chain} still exists after the stop path")
 
     def dispatch_position(self, uuid: str) -> tuple[int, int]:
         """(position of the domain's jump, number of jumps) in nat PORTFWD."""
@@ -222,7 +235,11 @@ def row(section: str, key: str, label: str, stats: dict[str, Any], unit: str = "
 
 
 # -- 1. operations with nothing to do --------------------------------------------------------------
-def nothing_to_do(host: Host, repeats: int) -> list[Row]:
+Variants = dict[str, tuple[str, Callable[[], float]]]
+
+
+def noop_variants(host: Host) -> Variants:
+    """The bare references and the five operations with nothing to do (the config cache warmed)."""
     plain = scenario.domain_xml("plain", scenario.measured_uuid(0xA0), [])
     plain_stopped = scenario.domain_xml("plain", scenario.measured_uuid(0xA0), [], running=False)
     unknown = scenario.domain_xml("unknown", scenario.measured_uuid(0xA1), [], running=False)
@@ -230,7 +247,7 @@ def nothing_to_do(host: Host, repeats: int) -> list[Row]:
     if not (host.root / "run" / "libvirt-portfwd" / "config.cache").exists():
         log("warning: no config.cache after the first hook run")
     python = host.info.python
-    variants: dict[str, tuple[str, Callable[[], float]]] = {
+    return {
         "spawn.true": ("process spawn floor: /bin/true", lambda: host.timed(["/bin/true"])),
         "bare": ("bare interpreter: python -c pass", lambda: host.timed([python, "-c", "pass"])),
         "bare.isolated": ("bare interpreter: python -I -c pass", lambda: host.timed([python, "-I", "-c", "pass"])),
@@ -258,16 +275,37 @@ def nothing_to_do(host: Host, repeats: int) -> list[Row]:
         "noop.release": ("hook release, unknown VM", lambda: host.hook("unknown", "release", "end", unknown)),
         "noop.migrate": ("hook migrate", lambda: host.hook("plain", "migrate", "begin", plain)),
     }
-    samples: dict[str, list[float]] = {key: [] for key in variants}
-    cpu: dict[str, list[float]] = {key: [] for key in variants}
-    order = list(variants)
-    rng = random.Random(1)
-    for _ in range(repeats):
-        rng.shuffle(order)  # interleaved, in a new order each round: drift hits every variant alike
-        for key in order:
-            samples[key].append(variants[key][1]())
-            cpu[key].append(host.cpu)
-    return [row("1", key, label, ms(samples[key]), cpu=cpu_ms(cpu[key])) for key, (label, _) in variants.items()]
+
+
+class Interleaved:
+    """Rounds of every variant once, in a new shuffled order each round (drift hits all alike);
+    the samples accumulate over calls of ``rounds``."""
+
+    def __init__(self, host: Host, variants: Variants, seed: int = 1) -> None:
+        self.host, self.variants = host, variants
+        self.samples: dict[str, list[float]] = {key: [] for key in variants}
+        self.cpu: dict[str, list[float]] = {key: [] for key in variants}
+        self.rng = random.Random(seed)
+
+    def rounds(self, repeats: int) -> None:
+        order = list(self.variants)
+        for _ in range(repeats):
+            self.rng.shuffle(order)
+            for key in order:
+                self.samples[key].append(self.variants[key][1]())
+                self.cpu[key].append(self.host.cpu)
+
+    def rows(self, section: str, prefix: str = "", what: str = "", **extra: Any) -> list[Row]:
+        return [
+            row(section, f"{prefix}{key}", f"{what}{label}", ms(self.samples[key]), cpu=cpu_ms(self.cpu[key]), **extra)
+            for key, (label, _) in self.variants.items()
+        ]
+
+
+def nothing_to_do(host: Host, repeats: int) -> list[Row]:
+    rounds = Interleaved(host, noop_variants(host))
+    rounds.rounds(repeats)
+    return rounds.rows("1")
 
 
 # -- 2. the start and stop paths --------------------------------------------------------------------
@@ -282,10 +320,18 @@ class Lifecycle:
     OPS = ("prepare", "start", "started", "stopped", "release")
 
     def __init__(
-        self, host: Host, forwards: int, key: str, tag: int, section: str, others: int | None, cold: bool = False
+        self,
+        host: Host,
+        forwards: int,
+        key: str,
+        tag: int,
+        section: str,
+        others: int | None,
+        cold: bool = False,
+        what: str = "",
     ) -> None:
         self.host, self.forwards, self.key, self.section, self.others = host, forwards, key, section, others
-        self.cold = cold
+        self.cold, self.what = cold, what
         self.name, self.uuid = f"bench{tag}", scenario.measured_uuid(tag)
         self.start_xml = scenario.domain_xml(self.name, self.uuid, scenario.measured_forwards(forwards))
         self.stop_xml = scenario.domain_xml(self.name, self.uuid, scenario.measured_forwards(forwards), running=False)
@@ -298,29 +344,36 @@ class Lifecycle:
         self.live: list[float] = []
         self.bare: list[float] = []  # the machine's state meanwhile: compare with section 1
 
-    def cycle(self) -> None:
+    def cycle(self, record: bool = True) -> None:
+        """One start and stop; ``record=False``: a warm-up whose figures are dropped."""
         host = self.host
         if self.cold:
             shutil.rmtree(host.root / "run" / "libvirt-portfwd" / "render", ignore_errors=True)
-        self.bare.append(host.timed([host.info.python, "-I", "-c", "pass"]))
+        bare = host.timed([host.info.python, "-I", "-c", "pass"])
+        wall: dict[str, float] = {}
+        cpu: dict[str, float] = {}
         poller = LivePoller(host.record_path(self.uuid))
         poller.start()
         first = time.perf_counter()
         for op in ("prepare", "start", "started"):
-            self.wall[op].append(host.hook(self.name, op, "begin", self.start_xml))
-            self.cpu[op].append(host.cpu)
+            wall[op], cpu[op] = host.hook(self.name, op, "begin", self.start_xml), host.cpu
         seen = poller.result(timeout=30)
         if seen is None:
             raise BenchError(f"{self.name}: no live record within 30 s of the start path")
-        self.live.append(seen - first)
         host.verify_live(self.uuid, self.forwards)
         for op in ("stopped", "release"):
-            self.wall[op].append(host.hook(self.name, op, "end", self.stop_xml))
-            self.cpu[op].append(host.cpu)
+            wall[op], cpu[op] = host.hook(self.name, op, "end", self.stop_xml), host.cpu
         host.verify_gone(self.uuid)
+        if not record:
+            return
+        self.bare.append(bare)
+        self.live.append(seen - first)
+        for op in self.OPS:
+            self.wall[op].append(wall[op])
+            self.cpu[op].append(cpu[op])
 
     def rows(self) -> list[Row]:
-        label = f"{self.forwards} forward{'s' if self.forwards > 1 else ''}"
+        label = f"{self.what}{self.forwards} forward{'s' if self.forwards > 1 else ''}"
         if self.cold:
             label = f"{label}, first start (render cache cold)"
         main_ops: tuple[str, ...] = ()
@@ -377,6 +430,331 @@ def beside_others(host: Host, others: int, repeats: int) -> list[Row]:
     for _ in range(repeats):
         run.cycle()
     return run.rows()
+
+
+# -- 8. both modes: in-process, and with the resident service running ------------------------------
+MODES = {"inprocess": "in-process (no service)", "service": "service running"}
+MODE_NOOPS = ("bare.nosite", "noop.prepare", "noop.started", "noop.stopped", "noop.release", "noop.migrate")
+SERVICE_READY_TIMEOUT = 20.0  # seconds until the socket exists (serve), or the process is gone
+WATCH_SETTLE = 1.0  # ``watch`` has no socket: this long after its start counts as ready
+SERVICE_STOP_TIMEOUT = 10.0
+SERVICE_SETTLE = 0.2, 5.0  # then idle: its CPU time unchanged over 0.2 s (its start-up work done), 5 s at most
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds of a process, its reaped children and its live descendants (/proc), 0 if gone."""
+    clock = os.sysconf("SC_CLK_TCK")
+
+    def own(p: int) -> tuple[float, list[int]]:
+        try:
+            stat = Path(f"/proc/{p}/stat").read_text()
+        except OSError:
+            return 0.0, []
+        try:  # the main thread's children (CONFIG_PROC_CHILDREN): nft monitor, a firewall tool running
+            children = [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        except OSError:
+            children = []
+        fields = stat[stat.rindex(")") + 2 :].split()  # from field 3 (state) on
+        return sum(int(v) for v in fields[11:15]) / clock, children  # utime, stime, cutime, cstime
+
+    total, pending = 0.0, [pid]
+    while pending:
+        seconds, children = own(pending.pop())
+        total += seconds
+        pending += children
+    return total
+
+
+class Service:
+    """The resident service as its systemd unit runs it (``python3 -I -S <lib>/hooks/boot.py cli
+    --config C <serve|watch>``, plus ``--root`` for the bench's temporary root), in this (the
+    host) namespace; ready once its socket exists (``serve``) or a second after its start
+    (``watch``: no socket), then idle (its CPU time unchanged over 0.2 s: the start-up repair
+    done, so that it does not compete with the first hooks measured); stopped with SIGTERM
+    (SIGKILL after 10 s) and reaped."""
+
+    def __init__(self, host: Host, index: int) -> None:
+        self.host = host
+        self.command = host.info.service
+        self.socket = host.root / "run" / "libvirt-portfwd" / "service.sock"
+        self.logfile = host.workdir / f"service-{host.info.kind}-{index}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.cpu_begin = 0.0
+        self.ready = 0.0  # seconds from its start until ready (socket / WATCH_SETTLE), before settle()
+
+    def argv(self) -> list[str]:
+        return self.host.boot_argv(
+            "cli", "--config", self.host.info.config, "--root", self.host.info.root, self.command
+        )
+
+    def start(self) -> float:
+        """Start it and wait until it is ready and idle; the seconds that took."""
+        if self.socket.exists():
+            log(f"   warning: a stale {self.socket} (the last service left it): removed")
+            self.socket.unlink()
+        env = {**SYSTEM_ENV, "PWD": "/", "LIBVIRT_PORTFWD_ROOT": self.host.info.root}  # never the real /run
+        begin = time.perf_counter()
+        with self.logfile.open("wb") as out:
+            self.proc = subprocess.Popen(
+                self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env, cwd="/"
+            )
+        deadline = begin + (SERVICE_READY_TIMEOUT if self.command == "serve" else WATCH_SETTLE)
+        while time.perf_counter() < deadline:
+            if self.proc.poll() is not None:
+                raise BenchError(f"the service ({self.command}) exited {self.proc.returncode}: {self.log_tail()}")
+            if self.command == "serve" and self.socket.exists():
+                break
+            time.sleep(0.01)
+        else:
+            if self.command == "serve":
+                self.stop()
+                raise BenchError(f"the service did not create {self.socket} within {SERVICE_READY_TIMEOUT:.0f} s")
+        self.ready = time.perf_counter() - begin
+        self.settle()
+        self.cpu_begin = process_cpu(self.proc.pid)
+        return time.perf_counter() - begin
+
+    def settle(self) -> None:
+        """Wait until its CPU time stops growing (SERVICE_SETTLE), or log that it did not."""
+        interval, limit = SERVICE_SETTLE
+        assert self.proc is not None
+        deadline, last = time.perf_counter() + limit, process_cpu(self.proc.pid)
+        while time.perf_counter() < deadline:
+            time.sleep(interval)
+            now = process_cpu(self.proc.pid)
+            if now == last:
+                return
+            last = now
+        log(f"   warning: the service still busy {limit:.0f} s after it was ready")
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def cpu(self) -> float:
+        """CPU seconds it spent since it was ready (while the hooks ran)."""
+        return process_cpu(self.proc.pid) - self.cpu_begin if self.alive() and self.proc else 0.0
+
+    def stop(self) -> int | None:
+        """SIGTERM, then SIGKILL after SERVICE_STOP_TIMEOUT; reaped. Its exit code."""
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(SERVICE_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                log(f"   warning: the service did not exit within {SERVICE_STOP_TIMEOUT:.0f} s of SIGTERM: killed")
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+    def log_tail(self) -> str:
+        try:
+            return self.logfile.read_text(errors="replace").strip()[-1500:]
+        except OSError:
+            return ""
+
+
+def both_modes(host: Host, repeats: Repeats) -> list[Row]:
+    """Section 8: the same hook calls in-process (no service) and with the resident service
+    running, side by side: blocks of each mode in turn (in-process first in even rounds, the
+    service first in odd ones: drift hits both alike), the samples of a mode's blocks together.
+    Each block: nothing to do (the five operations beside ``python -I -S -c pass``), then the
+    start and stop path of a 10-forward domain restarted (render cache warm) after one
+    unrecorded warm-up cycle, then its first start (render cache emptied before each cycle)."""
+    kind = host.info.kind
+    noops = {key: value for key, value in noop_variants(host).items() if key in MODE_NOOPS}
+    interleaved = {mode: Interleaved(host, noops, seed=i) for i, mode in enumerate(MODES)}
+    runs = {
+        mode: (
+            Lifecycle(host, 10, f"modes.{kind}.{mode}.path.10", 0x810 + i, "8", None, what=f"{kind}, {what}: "),
+            Lifecycle(host, 10, f"modes.{kind}.{mode}.path.10.cold", 0x820 + i, "8", None, cold=True,
+                      what=f"{kind}, {what}: "),
+        )
+        for i, (mode, what) in enumerate(MODES.items())
+    }  # fmt: skip
+    services: list[dict[str, Any]] = []
+    noop_rounds, cycles = repeats.modes_noop // repeats.modes_rounds, repeats.modes_cycles // repeats.modes_rounds
+
+    def block(mode: str) -> None:
+        interleaved[mode].rounds(noop_rounds)
+        warm, cold = runs[mode]
+        warm.cycle(record=False)
+        for _ in range(cycles):
+            warm.cycle()
+        for _ in range(cycles):
+            cold.cycle()
+
+    for round_ in range(repeats.modes_rounds):
+        for mode in MODES if round_ % 2 == 0 else reversed(MODES):
+            if mode != "service":
+                block(mode)
+                continue
+            service = Service(host, len(services))
+            try:
+                ready = service.start()
+                block(mode)
+                cpu, alive = service.cpu(), service.alive()
+            finally:
+                code = service.stop()
+            services.append({"command": service.command, "ready_ms": round(service.ready * 1000, 1),
+                             "idle_ms": round(ready * 1000, 1),
+                             "cpu_ms": round(cpu * 1000, 1), "cycles": 1 + 2 * cycles, "alive_at_end": alive,
+                             "exit": code, "log": service.log_tail()})  # fmt: skip
+            if not alive:
+                raise BenchError(f"the service exited during its block ({code}): {service.log_tail()}")
+            log(f"   service ({service.command}): ready in {service.ready * 1000:.0f} ms, idle after "
+                f"{ready * 1000:.0f} ms; {cpu * 1000:.0f} ms of its CPU "
+                f"over {noop_rounds} nothing-to-do rounds and {1 + 2 * cycles} cycles; exit {code}")  # fmt: skip
+    rows: list[Row] = []
+    for mode, what in MODES.items():
+        rows += interleaved[mode].rows(
+            "8", f"modes.{kind}.{mode}.", f"{kind}, {what}: ", mode=mode, backend=kind, detail=True
+        )
+        for run in runs[mode]:
+            for r in run.rows():
+                r.update(mode=mode, backend=kind, detail=r.get("detail") or r["id"].endswith(".live"))
+                rows.append(r)
+    per_cycle = [s["cpu_ms"] / s["cycles"] for s in services if s["cycles"]]
+    rows.append(row("8", f"modes.{kind}.service.cpu_per_cycle",
+                    f"{kind}, service running ({host.info.service}): its own CPU per start + stop cycle, "
+                    "nothing-to-do rounds included", summary(per_cycle), mode="service", backend=kind,
+                    command=host.info.service, services=services))  # fmt: skip
+    return rows
+
+
+# -- 9. the stop path's firewall transaction alone ------------------------------------------------
+def firewall_tool(host: Host, repeats: int) -> list[Row]:
+    """Section 9: what the firewall tool's process costs on the stop path, wall and CPU.
+
+    A 10-forward domain is started by the hook; its record holds the removal the hook's
+    ``stopped`` applies (prerendered at apply time; under nftables bound to the gate's handles
+    as teardown binds it). That removal is run as the backend runs it (``iptables-restore
+    --noflush --wait=10`` or ``nft -f -``), then the firewall is put back as it was (untimed:
+    ``iptables-restore`` of the saved tables, or libvirt's and our nftables tables replaced from
+    their listings). Beside it, the same text in check mode (parsed and built, nothing
+    committed: ``--test`` / ``nft -c``), a listing of ours (no transaction: what the hook reads
+    before a change) and the bare process (``--version``). Wall minus CPU
+    is time the process waited, e.g. in the kernel's netlink close after the commit."""
+    from libvirt_portfwd.backends import select_backend  # the release's own (main() put it on sys.path)
+
+    kind = host.info.kind
+    name, uuid = "fwtool", scenario.measured_uuid(0x900)
+    forwards = scenario.measured_forwards(10)
+    host.hook(name, "started", "begin", scenario.domain_xml(name, uuid, forwards))
+    host.verify_live(uuid, 10)
+    removal = (json.loads(host.record_path(uuid).read_text()).get("teardown") or {}).get("last")
+    backend = select_backend(kind)
+    env = {**SYSTEM_ENV, "PWD": "/"}
+    if kind == "nftables":
+        from libvirt_portfwd.backends.nftables import NFT as tool
+
+        check, version = ["nft", "-c", "-f", "-"], ["nft", "--version"]
+        listing = ["nft", "list", "table", "ip", NFT_TABLE]
+        tables = ("libvirt_network", NFT_TABLE)
+        saved = "".join(
+            f"table ip {t} {{}}\ndelete table ip {t}\n" + host.nft("list", "table", "ip", t).stdout for t in tables
+        )
+        restore = ["nft", "-f", "-"]
+    else:
+        from libvirt_portfwd.backends.iptables import RESTORE as tool
+
+        check, version = [*tool, "--test"], ["iptables-restore", "--version"]
+        listing = ["iptables", "-w", "-t", "nat", "-S", "PORTFWD"]
+        saved = subprocess.run(["iptables-save"], capture_output=True, text=True, env=env, check=True).stdout
+        restore = ["iptables-restore"]
+    parts = ("remove", "check", "listing", "version")
+    samples: dict[str, tuple[list[float], list[float]]] = {k: ([], []) for k in parts}
+
+    def timed(key: str, argv: list[str], text: str) -> None:
+        proc, wall = host.run(argv, text.encode(), env, 30)
+        if proc.returncode != 0:
+            raise BenchError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.decode()[-1000:]}")
+        samples[key][0].append(wall)
+        samples[key][1].append(host.cpu)
+
+    try:
+        if not removal:
+            raise BenchError(f"the record of {name} holds no prerendered removal (teardown.last)")
+        for i in range(repeats + 1):  # the first: unrecorded warm-up
+            text = backend.bind(removal, last=True)
+            timed("version", version, "")
+            timed("listing", listing, "")
+            timed("check", check, text)
+            timed("remove", tool, text)
+            host.verify_gone_rules(uuid)
+            subprocess.run(restore, input=saved, capture_output=True, text=True, env=env, timeout=30, check=True)
+            host.verify_live(uuid, 10)
+            if i == 0:
+                for wall, cpu in samples.values():
+                    wall.clear()
+                    cpu.clear()
+        if kind == "nftables":
+            samples["socket"] = one_socket(host, uuid, lambda: backend.bind(removal, last=True), saved, repeats)
+    finally:
+        host.hook(name, "stopped", "end", scenario.domain_xml(name, uuid, forwards, running=False))
+        host.verify_gone(uuid)
+    labels = {
+        "remove": f"the stop path's removal, 10 forwards: {' '.join(tool)} (committed)",
+        "socket": "the same removal through libnftables, one netlink socket kept open (ctypes in the measuring "
+        "process, no process started: what a resident service holding its socket would pay)",
+        "check": f"the same in check mode (parsed and built, nothing committed): {' '.join(check)}",
+        "listing": f"a listing (read only, no transaction): {' '.join(listing)}",
+        "version": f"the process alone: {' '.join(version)}",
+    }
+    argvs = {"remove": tool, "check": check, "listing": listing, "version": version}
+    rows = []
+    for key, label in labels.items():
+        if not samples.get(key, ([], []))[0]:
+            continue
+        wall, cpu = samples[key]
+        waited = [w - c for w, c in zip(wall, cpu, strict=True)]
+        rows.append(row("9", f"fwtool.{kind}.{key}", f"{kind} backend: {label}", ms(wall), cpu=cpu_ms(cpu),
+                        waited_ms=ms(waited), backend=kind, argv=" ".join(argvs.get(key, ()))))  # fmt: skip
+    return rows
+
+
+def one_socket(
+    host: Host, uuid: str, removal: Callable[[], str], saved: str, repeats: int
+) -> tuple[list[float], list[float]]:
+    """The removal through libnftables (``nft_run_cmd_from_buffer``, one context and so one
+    netlink socket for every transaction), timed in this process (wall, and this thread's CPU);
+    the firewall put back through the same context, untimed. Empty if libnftables is missing."""
+    try:
+        lib = ctypes.CDLL("libnftables.so.1")
+    except OSError as exc:
+        log(f"   no libnftables ({exc}): the one-socket row is left out")
+        return [], []
+    lib.nft_ctx_new.restype = ctypes.c_void_p
+    lib.nft_ctx_new.argtypes = [ctypes.c_uint32]
+    lib.nft_run_cmd_from_buffer.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
+    lib.nft_run_cmd_from_buffer.restype = ctypes.c_int
+    lib.nft_ctx_free.argtypes = [ctypes.c_void_p]
+    ctx = lib.nft_ctx_new(0)  # NFT_CTX_DEFAULT
+    wall: list[float] = []
+    cpu: list[float] = []
+
+    def run(text: str) -> None:
+        if lib.nft_run_cmd_from_buffer(ctx, text.encode()) != 0:
+            raise BenchError(f"libnftables refused: {text[:300]!r}")
+
+    try:
+        for i in range(repeats + 1):  # the first: unrecorded warm-up
+            text = removal()
+            before = resource.getrusage(resource.RUSAGE_THREAD)
+            begin = time.perf_counter()
+            run(text)
+            elapsed = time.perf_counter() - begin
+            after = resource.getrusage(resource.RUSAGE_THREAD)
+            host.verify_gone_rules(uuid)
+            run(saved)
+            host.verify_live(uuid, 10)
+            if i:
+                wall.append(elapsed)
+                cpu.append(after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime)
+    finally:
+        lib.nft_ctx_free(ctx)
+    return wall, cpu
 
 
 # -- 3. the guide's way: one iptables process per rule ----------------------------------------------
@@ -562,6 +940,10 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
     counts = dict(zip((1, 10, 100), repeats.lifecycle, strict=True))
     log(f"2. start and stop paths, 1, 10 and 100 forwards, round-robin ({counts} cycles)")
     quiet_step("lifecycles", partial(lifecycles, host, counts))
+    log(f"8. both modes, in-process and service running ({host.info.service}), {repeats.modes_rounds} round(s)")
+    step("both modes", partial(both_modes, host, repeats))
+    log(f"9. the stop path's firewall transaction alone ({repeats.fwtool} repeats)")
+    step("firewall tool", partial(firewall_tool, host, repeats.fwtool))
     for forwards, count in zip((1, 10, 100), repeats.guide, strict=True):
         log(f"3. the guide's way, {forwards} forward(s) ({count} repeats)")
         step(f"guide {forwards}", partial(guide, host, forwards, count))
@@ -598,9 +980,18 @@ def run_all(host: Host, repeats: Repeats) -> dict[str, Any]:
 
 
 def run_nftables(host: Host, repeats: Repeats) -> dict[str, Any]:
-    """Row 6 on a libvirt-nftables host: the data path with 1 forward, then beside 10,000 others."""
+    """The libvirt-nftables host: both modes (section 8) and the firewall tool (9), then row 6:
+    the data path with 1 forward, then beside 10,000 others."""
     rows: list[Row] = []
     timings: dict[str, float] = {}
+    log(f"8. nftables: both modes, in-process and service running ({host.info.service})")
+    begin = time.monotonic()
+    rows += both_modes(host, repeats)
+    timings["nftables both modes"] = round(time.monotonic() - begin, 1)
+    log(f"9. nftables: the stop path's firewall transaction alone ({repeats.fwtool} repeats)")
+    begin = time.monotonic()
+    rows += firewall_tool(host, repeats.fwtool)
+    timings["nftables firewall tool"] = round(time.monotonic() - begin, 1)
     begin = time.monotonic()
     log(f"6. nftables: data path with 1 forward ({repeats.datapath} x {repeats.datapath_seconds} s)")
     [first] = datapath(host, repeats, "datapath.nftables.1", "nftables, 1 forward", 0)

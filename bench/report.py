@@ -22,6 +22,30 @@ SECTION_TITLES = {
     "5": "sync",
     "6": "data path",
     "7": "virsh (lab)",
+    "8": "both modes: in-process / service running",
+    "9": "the firewall tool on the stop path",
+}
+BACKENDS = ("iptables", "nftables")
+MODES = {"inprocess": "in-process", "service": "service running"}
+# section 8's measures: (key, what, unit, row id after modes.<backend>.<mode>.; None: the no-op ratio)
+MODE_MEASURES = (
+    ("noop", "nothing to do (slowest of the five operations), x `python -I -S -c pass`", "x", None),
+    ("start.warm", "start path, 10 forwards, restart (render cache warm)", "ms", "path.10.start_path"),
+    ("start.cold", "start path, 10 forwards, first start (render cache cold)", "ms", "path.10.cold.start_path"),
+    ("stop", "stop path, 10 forwards", "ms", "path.10.stop_path"),
+)
+# the limits: with the service, issue 14's targets; in-process, no slower than run 14 (iptables host)
+MODE_LIMITS = {
+    "service": {"noop": 1.2, "start.warm": 60.0, "start.cold": 60.0, "stop": 40.0},
+    "inprocess": {"noop": 1.62, "start.warm": 90.7, "start.cold": 101.8, "stop": 64.0},
+}
+MODE_LIMIT_SOURCES = {"service": "issue 14", "inprocess": "run 14"}
+FWTOOL_PARTS = {
+    "remove": "removal, committed",
+    "socket": "the same removal, one netlink socket kept open (libnftables)",
+    "check": "check mode, no commit",
+    "listing": "a listing of ours",
+    "version": "process alone",
 }
 
 
@@ -83,6 +107,10 @@ def virsh_added(rows: list[Row]) -> float | None:
     return float(with_hook["median"]) - float(statistics.median(without))
 
 
+def at_most(limit: float) -> Callable[[float], bool]:
+    return lambda value: value <= limit
+
+
 def targets(rows: list[Row]) -> list[dict[str, Any]]:
     by_id = {r["id"]: r for r in rows}
 
@@ -93,10 +121,17 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
 
     def check(
-        name: str, value: float | None, limit: float, unit: str, ok: Callable[[float], bool], note: str = ""
+        name: str,
+        value: float | None,
+        limit: float,
+        unit: str,
+        ok: Callable[[float], bool],
+        note: str = "",
+        **extra: str,
     ) -> None:
         out.append(
             {"target": name, "value": value, "limit": limit, "unit": unit, "ok": None if value is None else ok(value)}
+            | extra
         )
         if note and value is None:
             out[-1]["note"] = note
@@ -139,6 +174,22 @@ def targets(rows: list[Row]) -> list[dict[str, Any]]:
         check(f"sync 1,000 x 10 < 3 s ({kind})", value, 3000, "ms", lambda v: v < 3000)
     value = ratio("datapath.nftables.10000", "datapath.nftables.1")
     check("nftables: 10,000 forwards >= 90% of the rate with 1", value, 0.9, "x", lambda v: v >= 0.9)
+    for backend in BACKENDS:
+        for mode, what in MODES.items():
+            prefix = f"modes.{backend}.{mode}."
+            if f"{prefix}bare.nosite" not in by_id:
+                continue
+            for key, measure, unit, rid in MODE_MEASURES:
+                limit = MODE_LIMITS[mode][key]
+                if rid is None:
+                    slowest = max((f"{prefix}noop.{op}" for op in NOOP_OPS), key=lambda k: median(k) or 0.0)
+                    value = ratio(slowest, f"{prefix}bare.nosite")
+                    measure = f"{measure} (slowest: {slowest.rsplit('.', 1)[1]})"
+                else:
+                    value = median(prefix + rid)
+                name = f"{backend}, {what}: {measure} <= {limit:g}{' ms' if unit == 'ms' else 'x'}"
+                name += f" ({MODE_LIMIT_SOURCES[mode]})"
+                check(name, value, limit, unit, at_most(limit), group="modes", backend=backend, mode=mode, measure=key)
     virsh_note = next((r["note"] for r in rows if r["id"] == "virsh.note"), "not measured")
     check("hook adds < 150 ms to virsh start", virsh_added(rows), 150, "ms", lambda v: v < 150, virsh_note)
     return out
@@ -188,6 +239,73 @@ def info_lines(rows: list[Row]) -> str:
     return "\n".join(lines)
 
 
+def modes_table(items: list[dict[str, Any]]) -> str:
+    """Section 8's targets side by side: per backend and measure, in-process and service running."""
+    found = {(t["backend"], t["measure"], t["mode"]): t for t in items if t.get("group") == "modes"}
+    if not found:
+        return ""
+
+    def cells(t: dict[str, Any] | None) -> str:
+        if t is None:
+            return "- | - | -"
+        unit = "x" if t["unit"] == "x" else " ms"
+        value = "-" if t["value"] is None else f"{t['value']:.2f}x" if t["unit"] == "x" else f"{t['value']:.1f} ms"
+        verdict = "n/a" if t["ok"] is None else "**PASS**" if t["ok"] else "**MISS**"
+        return f"{value} | <= {t['limit']:g}{unit} | {verdict}"
+
+    lines = [
+        "| backend | measurement | in-process | target (run 14) | | service running | target (issue 14) | |",
+        "|---|---|---:|---:|---|---:|---:|---|",
+    ]
+    for backend in BACKENDS:
+        for key, measure, _, _ in MODE_MEASURES:
+            pair = [found.get((backend, key, mode)) for mode in MODES]
+            if any(pair):
+                lines.append(f"| {backend} | {measure} | {cells(pair[0])} | {cells(pair[1])} |")
+    return "\n".join(lines)
+
+
+def fwtool_table(rows: list[Row]) -> str:
+    """Section 9: the firewall tool's process on the stop path, wall, CPU and waiting (wall - CPU)."""
+    by_id = {r["id"]: r for r in rows}
+    lines = ["| backend | process | wall | CPU | waited (wall - CPU) | n |", "|---|---|---:|---:|---:|---:|"]
+    for backend in BACKENDS:
+        for part, what in FWTOOL_PARTS.items():
+            r = by_id.get(f"fwtool.{backend}.{part}")
+            if r and r["n"]:
+                how = f"{what}: `{r['argv']}`" if r.get("argv") else what
+                lines.append(
+                    f"| {backend} | {how} | {fmt(r['median'], 'ms')} ms | {fmt(r.get('cpu'), 'ms')} ms "
+                    f"| {fmt(r['waited_ms']['median'], 'ms')} ms | {r['n']} |"
+                )
+    return "\n".join(lines) if len(lines) > 2 else ""
+
+
+def modes_lines(rows: list[Row]) -> str:
+    """The service's own figures and what the stop path's firewall transaction takes of it."""
+    by_id = {r["id"]: r for r in rows}
+    lines = []
+    for backend in BACKENDS:
+        service = by_id.get(f"modes.{backend}.service.cpu_per_cycle")
+        if service and service.get("services"):
+            ready = ", ".join(f"{s['ready_ms']:.0f} / {s.get('idle_ms', 0):.0f}" for s in service["services"])
+            lines.append(
+                f"- {backend}: the service (`{service['command']}`) ready / idle after {ready} ms; its own CPU "
+                f"{fmt(service['median'], 'ms')} ms per start + stop cycle while the hooks ran"
+            )
+        tool = by_id.get(f"fwtool.{backend}.remove")
+        for mode, what in MODES.items():
+            stop = by_id.get(f"modes.{backend}.{mode}.path.10.stop_path")
+            stopped = by_id.get(f"modes.{backend}.{mode}.path.10.stopped")
+            if tool and tool["n"] and stop and stop["n"] and stopped:
+                lines.append(
+                    f"- {backend}, {what}: stop path {stop['median']:.1f} ms (CPU {fmt(stop.get('cpu'), 'ms')}), "
+                    f"`stopped` {stopped['median']:.1f} ms (CPU {fmt(stopped.get('cpu'), 'ms')}); the removal's "
+                    f"firewall process alone {tool['median']:.1f} ms wall, {fmt(tool.get('cpu'), 'ms')} ms CPU"
+                )
+    return "\n".join(lines)
+
+
 def profile_lines(profiles: dict[str, Any]) -> str:
     """The import side of the profiles: what each import adds, and -X importtime totals."""
     lines = []
@@ -220,6 +338,16 @@ def markdown(results: dict[str, Any]) -> str:
         target_lines(results["targets"]),
         "",
         info_lines(rows),
+        "",
+        "### Both modes: in-process and with the service running (section 8)",
+        "",
+        modes_table(results["targets"]),
+        "",
+        modes_lines(rows),
+        "",
+        "### The firewall tool's process on the stop path (section 9)",
+        "",
+        fwtool_table(rows),
         "",
         "### Each hook invocation",
         "",

@@ -8,8 +8,9 @@ It snapshots the project (the work tree, or REV), builds a libvirt-like host fro
 namespaces with libvirt's own iptables rules, installs the runtime there with the snapshot's own
 ``install.sh --stage`` (the release directory compiled by /usr/bin/python3, the hooks as POSIX sh
 shims, the CLI launcher: what install.sh installs, under a temporary prefix and root), and runs
-bench/measure.py inside the host namespace; then the same on a second host whose libvirt runs
-nftables (row 6), and bench/virsh.py in the real lab of tests/lab (row 7, unless --no-virsh).
+bench/measure.py inside the host namespace (row 8 runs the hooks in-process and with the
+resident service running, side by side); then on a second host whose libvirt runs nftables
+(rows 8, 9 and 6), and bench/virsh.py in the real lab of tests/lab (row 7, unless --no-virsh).
 It prints a markdown table and the targets, writes bench/results.json, and removes every
 namespace and temporary directory it made, whatever happens.
 """
