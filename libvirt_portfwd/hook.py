@@ -182,7 +182,7 @@ def main_network(argv: list[str], config_path: str | None = None) -> int:
     """
     os.dup2(2, 1)
     _read_stdin()
-    if len(argv) < 2 or argv[1] != "started":
+    if len(argv) < 2 or argv[1] not in policy.NETWORK_POLICY:
         return policy.OK
     paths = Paths(config=config_path)
     if not os.path.exists(paths.index):

@@ -29,6 +29,9 @@ POLICY = {
     "release": (REMOVE, False),
 }
 
+# The network hook acts on these operations only (put our rules back after libvirt's), never failing.
+NETWORK_POLICY = ("started",)
+
 METADATA_MARK = b"urn:libvirt-portfwd:"  # our metadata namespace, as it appears in domain XML
 
 

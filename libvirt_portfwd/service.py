@@ -38,6 +38,8 @@ from .errors import PortfwdError
 from .paths import Paths
 
 QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
+AFTER_REQUEST = 1.0  # ...and at least this long after a hook's request (its changes are ours; a
+# VM's start or stop is a burst of requests, and each would otherwise wait for the check)
 PERIOD = 30.0  # check this often even when nothing was seen
 PENDING_POLL = 1.0  # while intents are pending (a hook could not finish): try this often, then less
 LOCK_WAIT = 0.5  # following leases, the service waits this long for the lock, then tries next time
@@ -183,7 +185,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
     due = time.monotonic() + period
     counts = {"pid": os.getpid(), "requests": 0, "rebuilds": 0}
     _publish(paths, counts)
-    changed = False
+    changed, hold = False, 0.0
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
     leases: tuple[tuple[int, int], ...] | None = None
     addresses: tuple[Seen, float | None] | None = None
@@ -195,10 +197,11 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
         addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
         leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
-        timeout = QUIET if changed else max(0.0, min(wake - now, PENDING_POLL))
+        timeout = max(QUIET, hold - now) if changed else max(0.0, min(wake - now, PENDING_POLL))
         ready = [key.fileobj for key, _ in selector.select(timeout)]
         if listener in ready:
             _answer(listener, paths)
+            hold = time.monotonic() + AFTER_REQUEST
             counts["requests"] += 1
             _publish(paths, counts)
         if monitor.stdout in ready:

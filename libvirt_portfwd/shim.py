@@ -29,6 +29,7 @@ def render(kind: str, config: str, lib: str = LIB) -> str:
         "KIND": kind,
         "BOOT": os.path.join(lib, "hooks", "boot.py"),
         "CONFIG": config,
+        "ACTIVE": " ".join(policy.POLICY if kind == "qemu" else policy.NETWORK_POLICY),
         "MAY_FAIL": " ".join(op for op in policy.POLICY if policy.may_fail(op)),
         "BLOCKED": str(policy.BLOCKED),
         "BROKEN": str(policy.BROKEN),
