@@ -7,11 +7,15 @@ service does the work with the same code the hook would run (intents.py, actions
 the same lock, and sends back what the hook would have said. On any failure (no socket, no
 answer within WAIT, the service killed, a request it declines) the hook does the work itself.
 
-One request per connection, one line and a body, then the hook shuts its side:
+One request per connection, one line (tab-separated fields) and a body, then the hook shuts
+its sending side:
 
-    apply\\t<domain>\\t-\\t<config>\\n<domain XML>     (started, reconnect)
-    remove\\t<domain>\\t<uuid>\\t<config>\\n          (stopped, release)
-    check\\t<domain>\\t-\\t<config>\\n<domain XML>     (prepare, where on_error: block)
+    apply   <domain> <uuid> <config> <until>  + the domain XML   (started, reconnect)
+    remove  <domain> <uuid> <config> <until>                     (stopped, release)
+    check   <domain> -      <config> <until>  + the domain XML   (prepare, where on_error: block)
+
+``until`` is when the hook stops waiting (CLOCK_MONOTONIC, the same clock in every process): a
+request read later, or whose hook has closed its socket, is not carried out (the hook does it).
 
 The service answers ``queued\\n`` once its intent is written (state.py), then one final line,
 ``ok\\t<outcome>``, ``error\\t<message>`` or ``decline\\t<why>``, and after it whatever it wrote
@@ -75,6 +79,7 @@ class Reply:
 def ask(paths: Paths, op: str, name: str, key: str, body: bytes = b"") -> Reply | None:
     """Send one request; None when the service is not there (no socket, refused, not accepting)."""
     import _socket
+    import time
 
     path = paths.service_socket
     if not os.path.exists(path):
@@ -86,7 +91,8 @@ def ask(paths: Paths, op: str, name: str, key: str, body: bytes = b"") -> Reply 
             sock.connect(path)
         except OSError:
             return None
-        head = "\t".join((op, name, key, paths.config)).replace("\n", " ")
+        until = time.monotonic() + deadline.remaining(WAIT)  # CLOCK_MONOTONIC: the service's clock too
+        head = "\t".join((op, name, key, paths.config, f"{until:.3f}")).replace("\n", " ")
         received = []
         try:
             sock.settimeout(deadline.remaining(WAIT) or 0.001)
@@ -117,6 +123,7 @@ def serve(conn: "_Conn", paths: Paths) -> None:
     import io
     import struct
     import sys
+    import time
     import traceback
 
     from . import log
@@ -128,16 +135,18 @@ def serve(conn: "_Conn", paths: Paths) -> None:
     data = _read(conn)
     head, _, body = data.partition(b"\n")
     fields = head.decode("utf-8", "replace").split("\t")
-    if len(fields) != 4 or fields[0] not in OPS or len(data) > REQUEST_MAX or len(fields[1]) > 1000:
+    if len(fields) != 5 or fields[0] not in OPS or len(data) > REQUEST_MAX or len(fields[1]) > 1000:
         conn.sendall(f"{DECLINE}\ta request of another shape\n".encode())
         return
-    op, name, key, config = fields
+    op, name, key, config, until = fields
     if config != paths.config or (op == "remove" and not is_uuid(key)):
         conn.sendall(f"{DECLINE}\tanother config, or no domain UUID\n".encode())
         return
+    if _gone(conn, until):  # it gave up waiting (the service was stopped, or busy): it works itself
+        return
     captured, stderr = io.StringIO(), sys.stderr
     sys.stderr = captured
-    deadline.start(WAIT - 0.5)
+    deadline.start(max(0.0, float(until) - time.monotonic() - 0.3))  # done before the hook gives up
     try:
         final = f"{OK}\t{_do(conn, paths, op, name, key, body)}"
     except PortfwdError as exc:
@@ -149,6 +158,22 @@ def serve(conn: "_Conn", paths: Paths) -> None:
         deadline.stop()
         sys.stderr = stderr
     conn.sendall(" ".join(final.splitlines()).encode("utf-8", "replace") + b"\n" + captured.getvalue().encode())
+
+
+def _gone(conn: "_Conn", until: str) -> bool:
+    """Has the hook stopped waiting: past the time it said, or its socket closed (not just its
+    sending side, which it shuts after the request)?"""
+    import select
+    import time
+
+    try:
+        if time.monotonic() > float(until):
+            return True
+    except ValueError:
+        return True
+    poller = select.poll()
+    poller.register(conn, select.POLLIN)
+    return any(events & select.POLLHUP for _, events in poller.poll(0))
 
 
 def _do(conn: "_Conn", paths: Paths, op: str, name: str, key: str, body: bytes) -> str:
