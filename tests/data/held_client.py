@@ -6,6 +6,8 @@ Connects once (UDP: a connected socket, so one flow: the same client port throug
 each line read on stdin, sends it on the same socket and prints the reply line, or "ERROR <why>":
 "timeout" (nothing came back within TIMEOUT), "closed" (the peer closed), or the exception's name
 (ConnectionResetError: a reset; ConnectionRefusedError: an ICMP port unreachable).
+TCP replies are acknowledged at once (TCP_QUICKACK, not a delayed ACK): once a reply is printed,
+nothing of the connection is in flight until the next line.
 """
 
 import socket
@@ -28,6 +30,7 @@ def main() -> None:
             if proto == "udp":
                 return sock.recv(2048).decode().strip()
             while b"\n" not in pending:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_QUICKACK, 1)  # the kernel clears it now and then
                 data = sock.recv(2048)
                 if not data:
                     return "ERROR closed"
