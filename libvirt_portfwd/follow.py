@@ -1,7 +1,8 @@
 """Follow the guest: a live forward is valid only while its guest holds the address it targets.
 
 The watcher calls ``retarget`` when a lease or network file changes, and when the first lease
-of a live forward runs out (``next_expiry``), even if no file changes. Each live domain is
+of a live forward stops counting (``next_expiry``: a little before it runs out, so that the
+forward is gone by then), even if no file changes. Each live domain is
 planned again from its record (the declaration it was made from, against today's config and
 leases); where a guest address is no longer the MAC's (a new lease with another address, the
 lease expired or dnsmasq gave that address to another MAC, the NIC gone), the domain's rules are
@@ -92,7 +93,7 @@ def _targets(plan: Plan) -> list[tuple[str, str, str | None, int]]:
 
 
 def live_expiry(paths: Paths) -> float | None:
-    """When the first lease a live forward targets runs out (None: none expires, or none live)."""
+    """When the first lease a live forward targets stops counting (None: none expires, or none live)."""
     by_bridge: dict[str, set[str]] = {}
     for record in load_records(paths):
         if record.status == state.LIVE:

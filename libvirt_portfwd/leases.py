@@ -3,6 +3,11 @@
 ``/var/lib/libvirt/dnsmasq/<bridge>.status``: a JSON list of objects with ``ip-address``,
 ``mac-address`` and ``expiry-time`` (0: never expires). libvirt rewrites it whole (temp
 file + rename), so a reader never sees half a file; expired entries linger until then.
+
+A lease counts (a forward may target its address) until EXPIRY_MARGIN seconds before its expiry
+time: from that time on dnsmasq may give the address to another MAC, and the watcher, which acts
+on a lease running out within about a second plus the work of removing the forward, must be done
+by then (issue 14: never later than the old lease's expiry time).
 """
 
 import json
@@ -20,11 +25,14 @@ def lease_path(dnsmasq_dir: str, bridge: str) -> str:
 
 
 Lease = tuple[str, IPv4Address, int]  # MAC (lower case), address, expiry-time (0: never expires)
+EXPIRY_MARGIN = 3  # seconds before its expiry time a lease stops counting
 
 
 def load_leases(path: str, now: float | None = None) -> dict[str, IPv4Address]:
-    """MAC -> IPv4 address of every unexpired lease in ``path`` (a missing file: none)."""
-    return {mac: lease[1] for mac, lease in current_leases(read_leases(path), now).items()}
+    """MAC -> IPv4 address of every lease in ``path`` that counts at ``now``: one that never expires
+    or runs out more than EXPIRY_MARGIN seconds later (a missing file: none)."""
+    now = time.time() if now is None else now
+    return {mac: lease[1] for mac, lease in current_leases(read_leases(path), now + EXPIRY_MARGIN).items()}
 
 
 def read_leases(path: str) -> list[Lease]:
@@ -83,7 +91,9 @@ def current_leases(leases: list[Lease], now: float | None = None) -> dict[str, L
 
 
 def next_expiry(leases: list[Lease], macs: set[str], now: float | None = None) -> float | None:
-    """When the first current lease of ``macs`` runs out (None: none of them expires)."""
-    current = current_leases(leases, now)
+    """When the first lease of ``macs`` that counts at ``now`` stops counting (EXPIRY_MARGIN
+    seconds before its expiry time; None: none of them expires)."""
+    now = time.time() if now is None else now
+    current = current_leases(leases, now + EXPIRY_MARGIN)
     expiries = [lease[2] for mac, lease in current.items() if mac in macs and lease[2]]
-    return float(min(expiries)) if expiries else None
+    return float(min(expiries) - EXPIRY_MARGIN) if expiries else None

@@ -1,7 +1,9 @@
 """A stand-in guest service for namespace tests: answers on TCP and UDP ports with its own name.
 
-Usage: guest_server.py NAME TCP_PORTS UDP_PORTS   (ports comma-separated)
-Each TCP connection gets "NAME tcp PORT\n"; each UDP datagram is answered "NAME udp PORT <payload>".
+Usage: guest_server.py NAME TCP_PORTS UDP_PORTS [hold]   (ports comma-separated)
+Each TCP connection gets "NAME tcp PORT\n" and is closed; with "hold" it stays open until the
+client closes it, and each line the client sends is answered "NAME tcp PORT <line>\n". Each UDP
+datagram is answered "NAME udp PORT <payload>".
 """
 
 import selectors
@@ -11,6 +13,7 @@ import sys
 
 def main() -> None:
     name, tcp_ports, udp_ports = sys.argv[1], sys.argv[2], sys.argv[3]
+    hold = sys.argv[4:] == ["hold"]
     selector = selectors.DefaultSelector()
     for port in filter(None, tcp_ports.split(",")):
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -29,8 +32,26 @@ def main() -> None:
             sock = key.fileobj
             if proto == "tcp":
                 conn, _ = sock.accept()
-                with conn:
-                    conn.sendall(f"{name} tcp {port}\n".encode())
+                conn.sendall(f"{name} tcp {port}\n".encode())
+                if hold:
+                    selector.register(conn, selectors.EVENT_READ, ("held", port))
+                else:
+                    conn.close()
+            elif proto == "held":
+                try:
+                    data = sock.recv(2048)
+                except OSError:
+                    data = b""
+                if not data:  # closed or reset: this connection is over
+                    selector.unregister(sock)
+                    sock.close()
+                    continue
+                try:
+                    for line in data.decode(errors="replace").splitlines():
+                        sock.sendall(f"{name} tcp {port} {line}\n".encode())
+                except OSError:
+                    selector.unregister(sock)
+                    sock.close()
             else:
                 data, peer = sock.recvfrom(2048)
                 sock.sendto(f"{name} udp {port} ".encode() + data, peer)

@@ -87,7 +87,7 @@ class Lab:
         self.write_network()
         self.write_leases({GUEST_MAC: GUEST_ADDRESS})
         self.write_config("lease_wait: 20\n")
-        self.start_guest_service("guest", tcp=(22, 80, 443), udp=(5353,))
+        self.start_guest_service("guest", tcp=(22, 80, 443), udp=(5353,), hold=True)
 
     def destroy(self) -> None:
         for proc in self.servers:
@@ -110,7 +110,8 @@ class Lab:
         self.ip(ns, "route", "add", "default", "via", "192.168.122.1")
         return ns
 
-    def start_guest_service(self, name: str, tcp: tuple[int, ...], udp: tuple[int, ...]) -> None:
+    def start_guest_service(self, name: str, tcp: tuple[int, ...], udp: tuple[int, ...], hold: bool = False) -> None:
+        """guest_server.py in the guest; ``hold``: TCP connections stay open, each line answered."""
         proc = subprocess.Popen(
             [
                 "ip",
@@ -122,6 +123,7 @@ class Lab:
                 name,
                 ",".join(map(str, tcp)),
                 ",".join(map(str, udp)),
+                *(["hold"] if hold else []),
             ],
             stdout=subprocess.PIPE,
             text=True,

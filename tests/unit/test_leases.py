@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from libvirt_portfwd.errors import InputError
-from libvirt_portfwd.leases import lease_path, load_leases, read_leases
+from libvirt_portfwd.leases import EXPIRY_MARGIN, lease_path, load_leases, next_expiry, read_leases
 
 NOW = 1_800_000_000
 MAC = "52:54:00:aa:bb:cc"
@@ -37,12 +37,35 @@ def test_missing_and_empty_files_have_no_leases(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("expiry", "kept"),
-    [(NOW - 1, False), (NOW, True), (NOW + 1, True), (0, True)],  # 0: an infinite lease
-    ids=["expired", "expires-now", "valid", "infinite"],
+    [
+        (NOW - 1, False),
+        (NOW, False),
+        (NOW + EXPIRY_MARGIN - 1, False),
+        (NOW + EXPIRY_MARGIN, True),
+        (NOW + EXPIRY_MARGIN + 1, True),
+        (0, True),  # an infinite lease
+    ],
+    ids=["expired", "expires-now", "within-the-margin", "at-the-margin", "valid", "infinite"],
 )
 def test_expiry_time(tmp_path: Path, expiry: int, kept: bool) -> None:
+    """A lease counts until EXPIRY_MARGIN seconds before it runs out: the watcher, acting then,
+    has removed a forward to it by its expiry time, before dnsmasq may give the address again."""
     leases = load_leases(write(tmp_path, [entry("52:54:00:00:00:01", "192.168.122.5", expiry)]), now=NOW)
     assert leases == ({"52:54:00:00:00:01": IPv4Address("192.168.122.5")} if kept else {})
+
+
+def test_next_expiry_is_when_the_first_lease_stops_counting() -> None:
+    other = "52:54:00:00:00:02"
+    leases = [
+        (MAC, IPv4Address("192.168.122.5"), NOW + 900),
+        (MAC, IPv4Address("192.168.122.6"), NOW + 100),  # older, an earlier expiry: not the current one
+        (other, IPv4Address("192.168.122.7"), NOW + 50),
+        ("52:54:00:00:00:03", IPv4Address("192.168.122.8"), NOW + EXPIRY_MARGIN - 1),  # stopped counting already
+    ]
+    assert next_expiry(leases, {MAC}, now=NOW) == NOW + 900 - EXPIRY_MARGIN
+    assert next_expiry(leases, {MAC, other}, now=NOW) == NOW + 50 - EXPIRY_MARGIN
+    assert next_expiry(leases, {"52:54:00:00:00:03"}, now=NOW) is None
+    assert next_expiry([(MAC, IPv4Address("192.168.122.5"), 0)], {MAC}, now=NOW) is None  # never expires
 
 
 def test_latest_lease_of_a_mac_wins(tmp_path: Path) -> None:

@@ -340,7 +340,7 @@ def test_expired_lease_means_waiting(tmp_path: Path) -> None:
         return lambda bridge: load_leases(str(tmp_path / f"{bridge}.status"), now=now)
 
     d = domain(forward(), forward({"mac": MAC2}, {"start": 9090}), nics=[nic(MAC1), nic(MAC2)])
-    before = plan_of(d, lookup=lookup_at(1_699_999_999))
+    before = plan_of(d, lookup=lookup_at(1_699_999_900))
     assert [str(f.guest) for f in before.forwards] == ["192.168.122.50", "192.168.122.51"]
     between = plan_of(d, lookup=lookup_at(1_700_000_050))
     assert [f.guest for f in between.forwards] == [None, IPv4Address("192.168.122.51")]
