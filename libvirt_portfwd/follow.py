@@ -1,13 +1,13 @@
 """Follow the guest: a live forward is valid only while its guest holds the address it targets.
 
-The watcher calls ``retarget`` when a lease or network file changes, and when the first lease
+The service calls ``retarget`` when a lease or network file changes, and when the first lease
 of a live forward stops counting (``next_expiry``: a little before it runs out, so that the
 forward is gone by then), even if no file changes. Each live domain is
 planned again from its record (the declaration it was made from, against today's config and
 leases); where a guest address is no longer the MAC's (a new lease with another address, the
 lease expired or dnsmasq gave that address to another MAC, the NIC gone), the domain's rules are
 re-pointed at the new address in one transaction, or removed and the domain recorded as waiting
-if it has none (it goes live again when a lease appears: the watcher follows waiting domains).
+if it has none (it goes live again when a lease appears: the service follows waiting domains).
 Then the conntrack entries of connections DNATed to an old address are deleted, so that an open
 flow cannot keep reaching whoever holds that address next (``conntrack``; where it is missing,
 the line that says so).

@@ -5,7 +5,7 @@
 file + rename), so a reader never sees half a file; expired entries linger until then.
 
 A lease counts (a forward may target its address) until EXPIRY_MARGIN seconds before its expiry
-time: from that time on dnsmasq may give the address to another MAC, and the watcher, which acts
+time: from that time on dnsmasq may give the address to another MAC, and the service, which acts
 on a lease running out within about a second plus the work of removing the forward, must be done
 by then (issue 14: never later than the old lease's expiry time).
 """
