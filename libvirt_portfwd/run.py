@@ -7,7 +7,13 @@ import time
 from . import deadline
 from .errors import FirewallError
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
 ENV = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "") + ":/usr/sbin:/sbin:/usr/bin:/bin"}
+# Where a command may run inside this process instead (the service: libnft.run); None: processes.
+in_process: "Callable[[list[str], str | None], tuple[int, str, str] | None] | None" = None
 
 
 def on_path(command: str) -> bool:
@@ -21,6 +27,11 @@ def run(argv: list[str], stdin: str | None = None, timeout: float = 30.0) -> str
     The timeout is cut to what is left of the hook's time bound (deadline.py): a firewall tool
     that hangs, or waits for the xtables lock another program holds, is killed then."""
     timeout = _bounded(argv, timeout)
+    done = in_process(argv, stdin) if in_process else None
+    if done is not None:
+        if done[0] != 0:
+            raise FirewallError(argv, done[0], done[2])
+        return done[1]
     try:
         proc = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, env=ENV, check=False)
     except FileNotFoundError:
@@ -36,6 +47,9 @@ def run_all(argvs: list[list[str]], timeout: float = 30.0) -> list[tuple[int, st
     """Run read-only commands side by side; (exit code, stdout, stderr) for each, in order."""
     timeout = _bounded(argvs[0] if argvs else ["-"], timeout)
     procs: list[subprocess.Popen[str] | None] = []
+    done = [in_process(argv, None) if in_process else None for argv in argvs]
+    if all(d is not None for d in done):
+        return [d for d in done if d is not None]
     for argv in argvs:
         try:
             procs.append(subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV))

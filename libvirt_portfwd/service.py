@@ -32,14 +32,14 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from . import log
+from . import libnft, log, run
 from .boundary import guarded
 from .errors import PortfwdError
 from .paths import Paths
 
 QUIET = 0.15  # seconds without a change before checking: a reload is a burst of changes
-AFTER_REQUEST = 1.0  # ...and at least this long after a hook's request (its changes are ours; a
-# VM's start or stop is a burst of requests, and each would otherwise wait for the check)
+AFTER_REQUEST = 0.5  # ...and at least this long after a hook's request, as the follow-ups: its
+# changes are ours, and a VM's start or stop is a burst of requests that would each wait for them
 PERIOD = 30.0  # check this often even when nothing was seen
 PENDING_POLL = 1.0  # while intents are pending (a hook could not finish): try this often, then less
 LOCK_WAIT = 0.5  # following leases, the service waits this long for the lock, then tries next time
@@ -60,6 +60,8 @@ def serve(paths: Paths, period: float) -> int:
     from .reconcile import repair
 
     render.use_cache(paths.run_dir)
+    if libnft.use():  # nft's transactions in this process, on one netlink socket (libnft.py)
+        run.in_process = libnft.run
     log.info("service started")
     repair(paths)
     monitor = subprocess.Popen(
@@ -194,9 +196,12 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
         pending = state.pending_intents(paths)  # a listdir: cheap enough to look every second
         if pending != seen:  # new intents (a hook that could not finish): try them now
             backoff, seen, retry_at = PENDING_POLL, pending, now
-        addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
-        leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
+        if now >= hold:  # not while hooks are at work: a start or a stop is a burst of requests
+            addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
+            leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
+        if hold > now:  # the follow-ups' turn comes then
+            wake = min(wake, hold)
         timeout = max(QUIET, hold - now) if changed else max(0.0, min(wake - now, PENDING_POLL))
         ready = [key.fileobj for key, _ in selector.select(timeout)]
         if listener in ready:
