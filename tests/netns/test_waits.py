@@ -60,9 +60,10 @@ def test_a_config_entry_removed_while_waiting_leaves_no_record_and_no_loop(
     lab.write_config("lease_wait: 20\n")  # the admin removes the entry while it waits
     lab.write_leases({GUEST_MAC: GUEST_ADDRESS})
     wait_until(lambda: lab.records() == {}, 5.0, "the waiting record to go")
-    before = lab.firewall()
+    before, counts = lab.firewall(), lab.service_counts()
     time.sleep(10.0)  # a loop would rebuild our rules over and over: none, and no record comes back
     assert lab.records() == {} and lab.firewall() == before
+    assert counts["rebuilds"] == 0 and lab.service_counts() == counts  # the service's own count: 0
     watcher.terminate()
     _, err = watcher.communicate(timeout=10)
     assert err.count("rules rebuilt") == 0, err
