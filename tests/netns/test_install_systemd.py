@@ -161,3 +161,24 @@ def test_the_watcher_on_a_broken_runtime_says_so_once_and_stays_down(container: 
     repaired = container.run(str(INSTALL_SH), env=dict(os.environ), timeout=600)  # the repair
     assert repaired.returncode == 0, repaired.stdout + repaired.stderr
     assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() == "active"
+
+
+def test_install_replaces_the_service_of_an_older_release(container: Container) -> None:
+    """Before issue 14 the service was libvirt-portfwd-watch.service: an upgrade stops, disables and
+    removes it (ours: it carries install.sh's marker), and starts libvirt-portfwd.service instead."""
+    old = "libvirt-portfwd-watch.service"
+    unit = container.path(UNIT_DIR / old)
+    unit.parent.mkdir(parents=True, exist_ok=True)
+    unit.write_text(
+        "# managed-by: libvirt-portfwd\n[Service]\nExecStart=/bin/sleep infinity\n"
+        "[Install]\nWantedBy=multi-user.target\n"
+    )
+    container.run("systemctl", "daemon-reload")
+    assert container.run("systemctl", "enable", "--now", old).returncode == 0
+    assert container.run("systemctl", "is-active", old).stdout.strip() == "active"
+
+    installed = container.run(str(INSTALL_SH), env=dict(os.environ), timeout=600)
+    assert installed.returncode == 0, installed.stdout + installed.stderr
+    assert not unit.exists() and not list(container.path(UNIT_DIR).glob(f"*.wants/{old}"))
+    assert container.run("systemctl", "is-active", old).stdout.strip() in ("inactive", "unknown")
+    assert container.run("systemctl", "is-active", UNITS[0]).stdout.strip() == "active"
