@@ -21,6 +21,10 @@ who="$1: $2"
 [ "$KIND" = qemu ] || who="network $1: $2"
 # An operation we do nothing for (migrate, restore, start, attach, ...): done, without Python.
 case "$ACTIVE" in *" $2 "*) ;; *) exit 0 ;; esac
+config=${CONFIG:-${LIBVIRT_PORTFWD_ROOT:-}/etc/libvirt-portfwd/config.yaml}
+BLOCK="^on_error:[[:space:]]*[\"']?block[\"']?[[:space:]]*(#.*)?\$"
+# prepare checks only where the admin asked for on_error: block (started checks again anyway).
+[ "$KIND:$2" = qemu:prepare ] && ! grep -Eq "$BLOCK" "$config" 2>/dev/null && exit 0
 
 exec >&2
 if [ -x /usr/bin/python3 ] && [ -f "$BOOT" ]; then
@@ -41,8 +45,7 @@ case "$MAY_FAIL" in *" $2 "*) ;; *) exit 0 ;; esac
 # The runtime could not decide. Refuse the start only where a shell can tell that the admin
 # asked for it: our metadata in the domain XML (still unread on stdin) and `on_error: block` in
 # a readable config.
-config=${CONFIG:-${LIBVIRT_PORTFWD_ROOT:-}/etc/libvirt-portfwd/config.yaml}
-if grep -Eq "^on_error:[[:space:]]*[\"']?block[\"']?[[:space:]]*(#.*)?\$" "$config" 2>/dev/null &&
+if grep -Eq "$BLOCK" "$config" 2>/dev/null &&
     grep -Fq "$MARK" 2>/dev/null; then
     say "$who: start refused (on_error: block in $config, and the domain has forwards of ours)"
     exit "$BLOCKED"

@@ -154,6 +154,18 @@ def _say(step: Callable[[], dict[str, str]], what: str) -> bool:
     return True
 
 
+def _warm_config(paths: Paths) -> None:
+    """The config's cache (configcache.py) made again when the config changed (a stat here; the
+    YAML parsed once per edit): a hook with nothing to do then never parses YAML, even the first
+    one after a boot or an edit. A broken config is cached as broken (the hooks report it)."""
+    from .config import load_config
+    from .configcache import read_cache
+
+    if read_cache(paths.config_cache, paths.config) is None:
+        with contextlib.suppress(PortfwdError, OSError):
+            load_config(paths.config, paths.config_cache)
+
+
 def _answer(listener: socket.socket, paths: Paths) -> None:
     """One hook's request (warm.py); whatever goes wrong, the hook does the work itself."""
     from . import warm
@@ -197,6 +209,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
         if pending != seen:  # new intents (a hook that could not finish): try them now
             backoff, seen, retry_at = PENDING_POLL, pending, now
         if now >= hold:  # not while hooks are at work: a start or a stop is a burst of requests
+            _warm_config(paths)  # the hooks' prefilter reads the cache: kept fresh for them
             addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
             leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due

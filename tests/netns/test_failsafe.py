@@ -100,7 +100,7 @@ def test_a_broken_runtime_never_fails_a_vm_and_install_repairs_it(lab: Installed
     start_live(lab)
     lab.write_config("lease_wait: 20\non_error: allow\n")
     plain = domain_xml("plain", WEB2, mac="52:54:00:aa:bb:dd")
-    assert lab.hook("plain", plain, "prepare").returncode == OK  # the config is cached, as on a host
+    assert lab.hook("plain", plain, "started").returncode == OK  # the config is cached, as on a host
     breaks, repair = BREAKS[broken]
     for argv in breaks():
         lab.inside(*argv)

@@ -298,7 +298,7 @@ def hook_imports(lab: Lab, name: str, xml: str, operation: str, sub: str = "begi
 @pytest.mark.parametrize(("operation", "sub", "kind"), NOTHING_TO_DO)
 def test_operations_with_nothing_to_do_import_nothing_heavy(lab: Lab, operation: str, sub: str, kind: str) -> None:
     xml = guide_xml() if kind == "guide" else domain_xml("plain", WEB2)
-    assert lab.hook("plain", domain_xml("plain", WEB2), "prepare").returncode == 0  # the config is parsed once
+    assert lab.hook("plain", domain_xml("plain", WEB2), "started").returncode == 0  # the config is parsed once
     stderr, imported = hook_imports(lab, "plain", xml, operation, sub)
     assert "libvirt_portfwd.hook" in imported
     assert not {m for m in imported if m.split(".")[0] in ("lxml", "jinja2", "yaml")}
