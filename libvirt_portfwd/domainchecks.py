@@ -17,7 +17,7 @@ from ipaddress import IPv4Address
 from . import state
 from .config import Config
 from .findings import FAIL, INFO, OK, WARN, Finding
-from .leases import Lease, current_leases, lease_path
+from .leases import EXPIRY_MARGIN, Lease, current_leases, lease_path
 from .network import Networks
 from .survey import DomainView, ForwardView, when
 
@@ -186,7 +186,7 @@ def judge_lease(leases: list[Lease], mac: str, recorded: IPv4Address | None, now
     address, or while waiting there is one), ``moved`` (it is another address), ``expired``
     (only expired entries: the latest of them), ``missing`` (no entry at all)."""
     mine = [lease for lease in leases if lease[0] == mac]
-    best = current_leases(mine, now).get(mac)
+    best = current_leases(mine, now + EXPIRY_MARGIN).get(mac)  # what counts for the forwards (leases.py)
     if best is not None:
         return ("current" if recorded in (None, best[1]) else "moved"), best
     if mine:
