@@ -39,7 +39,7 @@ G1, G2 = IPv4Address("192.168.122.178"), IPv4Address("192.168.122.179")
         ([(MAC, G1, NOW + 60)], G1, "current", G1),
         ([(MAC, G1, 0)], G1, "current", G1),  # 0: never expires
         ([(MAC, G1, NOW + 4)], G1, "current", G1),  # 4 s left: still counts (as load_leases)
-        ([(MAC, G1, NOW + 3)], G1, "expired", G1),  # within EXPIRY_MARGIN: no longer (as load_leases)
+        ([(MAC, G1, NOW + 2)], G1, "expired", G1),  # within EXPIRY_MARGIN: no longer (as load_leases)
         ([(MAC, G2, NOW + 60)], G1, "moved", G2),
         ([(MAC, G1, NOW - 1)], G1, "expired", G1),
         ([(MAC, G1, NOW - 900), (MAC, G2, NOW - 60)], G1, "expired", G2),  # the latest expired one
