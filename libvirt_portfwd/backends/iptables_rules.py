@@ -361,3 +361,7 @@ def _target(rule: str) -> str:
 def _spec(rule: str) -> str:
     """``-A CHAIN args`` as read back -> ``CHAIN args`` for a ``-D`` of exactly that rule."""
     return rule[len("-A ") :]
+
+
+# For another Layout's reader (accept.py): what a rule read back is, in the same words.
+hook_rule_ok, is_ours, target, chain_of = _hook_rule_ok, _is_ours, _target, _chain
