@@ -28,6 +28,14 @@ from .xt_listing import XtRuleset
 FORWARD, DOCKER_USER = "FORWARD", names.DOCKER_USER_CHAIN
 NOTHING = Observed(hook_rules=(), dispatch_rules=None)
 SPEC = f"-m comment --comment {TAG} -j {names.ACCEPT_CHAIN}"  # our one rule in the neighbour's chain
+# The replies of the connections our DNAT translated (and marked) come back from the guest
+# through the same FORWARD drop (Docker's accepts only docker0's): one rule for all of them,
+# first in our chain. The accepts per forward are the iptables backend's; its replies pass
+# libvirt's own iptables rules there.
+REPLIES = (
+    f"-m conntrack --ctstate DNAT --ctdir REPLY -m connmark --mark {iptables_rules.MARK}/{iptables_rules.MARK} "
+    f"-m comment --comment {TAG} -j ACCEPT"
+)
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ def layout(place: str) -> Layout:
         names.ACCEPT_CHAIN,
         names.ACCEPT_CHAIN_PREFIX,
         watched=(FORWARD, DOCKER_USER),
+        head=(REPLIES,),
     )
 
 
@@ -103,6 +112,8 @@ def reached(neighbour: Neighbour) -> set[str]:
         return set()
     if neighbour.place == DOCKER_USER and not neighbour.docker_jumped:
         return set()
+    if not any(_ours(r) and iptables_rules.target(r) == "ACCEPT" for r in seen.dispatch_rules or ()):
+        return set()  # the replies' accept
     targets = {iptables_rules.target(r) for r in seen.dispatch_rules or ()}
     return {names.uuid_of_chain(c) for c in targets & seen.populated}
 
@@ -140,6 +151,8 @@ def finding(neighbour: Neighbour, live: dict[str, str]) -> Finding | None:
         what.append(f"FORWARD's jump to {DOCKER_USER} (Docker's)")
     if seen.dispatch_rules is None:
         what.append(f"our chain {names.ACCEPT_CHAIN}")
+    elif not any(_ours(r) and iptables_rules.target(r) == "ACCEPT" for r in seen.dispatch_rules):
+        what.append(f"the replies' accept in {names.ACCEPT_CHAIN}")
     what += [f"{names.domain_chain(u, names.ACCEPT_CHAIN_PREFIX)} ({n})" for u, n in sorted(missing.items())]
     summary = f"{where} drops forwarded packets (policy drop), and our accept there is missing"
     evidence = f"{where}: policy drop; missing: {', '.join(what)}"

@@ -107,10 +107,12 @@ def input_findings(ruleset: Ruleset, backend: str, bridges: tuple[str, ...] = ("
 
 def _lets_in(ruleset: Ruleset, chain: Chain, rules: tuple[Rule, ...], port: int, seen: set[str]) -> bool:
     """A rule accepts a new packet to ``port`` from a guest (following jumps within the table):
-    unconditional, or matching only the input interface, or the port (and those)."""
+    unconditional, or matching the port (and at most the input interface and protocol). An
+    accept of a whole interface is not recognised (its name is not read): a false alarm there."""
     plain = {"meta iifname", "meta iif", "meta l4proto", "ip protocol", "udp dport", "tcp dport", "th dport"}
     for rule in rules:
-        if rule.verdict == "accept" and rule.matches <= plain and (not rule.dports or rule.matches_dport(port)):
+        ported = rule.matches <= plain and rule.matches_dport(port)
+        if rule.verdict == "accept" and (rule.unconditional or ported):
             return True
         if rule.verdict in ("jump", "goto") and rule.target and rule.target not in seen:
             seen.add(rule.target)

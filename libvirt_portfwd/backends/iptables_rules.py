@@ -66,6 +66,7 @@ class Layout:
     dispatch: str = names.DISPATCH_CHAIN
     prefix: str = names.DOMAIN_CHAIN_PREFIX
     watched: tuple[str, ...] = ()  # more chains a rule of ours may be found in (and is dropped from)
+    head: tuple[str, ...] = ()  # rule specs the dispatch chain starts with, written when it is (re)made
 
     def hook_chains(self, table: str) -> tuple[str, ...]:
         """The chains whose rules are read as hook rules: ours may stand there."""
@@ -98,6 +99,7 @@ class TableEdit:
     insert: tuple[HookRule, ...] = ()
     add_jumps: tuple[str, ...] = ()  # domain UUIDs
     delete_dispatch: bool = False
+    head: tuple[str, ...] = ()  # written first into the dispatch chain (only where it is reset)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def render_change(
                 drop=tuple(stale + ([] if keep_jump else drop)),
                 insert=tuple(wrong),
                 add_jumps=() if keep_jump else (uuid,),
+                head=layout.head if seen.dispatch_rules is None else (),
             )
         )
     tx = _transaction(layout, tables, (plan,) if plan else (), () if plan else (chain,))
@@ -167,6 +170,7 @@ def render_rebuild(plans: list[Plan], observed: dict[str, Observed], layout: Lay
             insert=tuple(h for h in layout.hooks if h.table == table) if plans else (),
             add_jumps=tuple(p.uuid for p in plans),
             delete_dispatch=not plans,
+            head=layout.head if plans else (),
         )
         for table in layout.tables
     ]

@@ -57,7 +57,7 @@ class Rule:
     @property
     def unconditional(self) -> bool:
         """No match at all: its verdict applies to every packet that reaches it."""
-        return "match" not in self.statements and not self.refs
+        return not {"match", "xt"} & self.statements and not self.refs  # xt: an iptables-nft match nft cannot show
 
 
 @dataclass(frozen=True)
