@@ -26,5 +26,8 @@ def firewall_findings(
     found = [firewall("rules.backend", OK, f"backend {backend.name} ({reason})"), *backend.findings(live)]
     nft = NftablesBackend()
     if nft.available():
-        found += foreign_findings(nft.observe(), backend.name, bridges or ("virbr0",))
+        ruleset = nft.observe()
+        # under our nftables backend, iptables-nft's FORWARD drop is ours to fix (accept.py)
+        neighbour = nft.observe_neighbour(ruleset) if backend.name == nft.name else None
+        found += foreign_findings(ruleset, backend.name, bridges or ("virbr0",), neighbour, live)
     return found

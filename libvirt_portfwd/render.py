@@ -60,7 +60,6 @@ def environment() -> "jinja2.Environment":
         gate_deletion=gate_deletion,
     )
     env.globals.update(
-        dispatch=names.DISPATCH_CHAIN,
         project_tag=names.tag(),
         table=names.NFT_TABLE,
         libvirt_table=names.LIBVIRT_NFT_TABLE,

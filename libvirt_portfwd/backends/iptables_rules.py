@@ -52,7 +52,33 @@ TABLES = ("nat", "filter")
 # DNAT translated), removals take nat's DNAT away first. A refusal is then undone by a rebuild.
 ADD_ORDER = ("filter", "nat")
 REMOVE_ORDER = ("nat", "filter")
-HOOKS = {table: tuple(h.chain for h in HOOK_RULES if h.table == table) for table in TABLES}
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a set of our chains lives: the tables (in add order), our rules in built-in chains,
+    the dispatch chain and the domain chains' prefix. The iptables backend's is LAYOUT; the
+    nftables backend's accept beside a neighbour's FORWARD drop (accept.py) is another one:
+    the same renderer and template write both, so each rule's text exists once."""
+
+    tables: tuple[str, ...]
+    hooks: tuple[HookRule, ...]
+    dispatch: str = names.DISPATCH_CHAIN
+    prefix: str = names.DOMAIN_CHAIN_PREFIX
+    watched: tuple[str, ...] = ()  # more chains a rule of ours may be found in (and is dropped from)
+    head: tuple[str, ...] = ()  # rule specs the dispatch chain starts with, written when it is (re)made
+
+    def hook_chains(self, table: str) -> tuple[str, ...]:
+        """The chains whose rules are read as hook rules: ours may stand there."""
+        own = tuple(h.chain for h in self.hooks if h.table == table)
+        return own + tuple(c for c in self.watched if c not in own)
+
+    def chain(self, uuid: str) -> str:
+        return names.domain_chain(uuid, self.prefix)
+
+
+LAYOUT = Layout(ADD_ORDER, HOOK_RULES)
+HOOKS = {table: LAYOUT.hook_chains(table) for table in TABLES}
 
 
 @dataclass(frozen=True)
@@ -73,6 +99,7 @@ class TableEdit:
     insert: tuple[HookRule, ...] = ()
     add_jumps: tuple[str, ...] = ()  # domain UUIDs
     delete_dispatch: bool = False
+    head: tuple[str, ...] = ()  # written first into the dispatch chain (only where it is reset)
 
 
 @dataclass(frozen=True)
@@ -80,13 +107,17 @@ class Transaction:
     tables: tuple[TableEdit, ...]
     plans: tuple[Plan, ...] = ()
     removed: tuple[str, ...] = field(default=())
+    dispatch: str = names.DISPATCH_CHAIN
+    prefix: str = names.DOMAIN_CHAIN_PREFIX
 
 
-def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str, Observed]) -> str:
+def render_change(
+    uuid: str, plan: Plan | None, others: int, observed: dict[str, Observed], layout: Layout = LAYOUT
+) -> str:
     """The transaction for one domain; pure (``observed`` is what observe_chains() read)."""
-    chain = names.domain_chain(uuid)
+    chain = layout.chain(uuid)
     tables = []
-    for table in ADD_ORDER if plan else REMOVE_ORDER:
+    for table in layout.tables if plan else tuple(reversed(layout.tables)):
         seen = observed[table]
         own_jumps = [r for r in seen.dispatch_rules or () if _target(r) == chain]
         drop = [_spec(r) for r in own_jumps]
@@ -96,8 +127,14 @@ def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str,
                 drop = [_spec(r) for r in seen.hook_rules if _is_ours(r)]
             tables.append(TableEdit(table, reset_dispatch=last, drop=tuple(drop), delete_dispatch=last))
             continue
-        wrong = [h for h in HOOK_RULES if h.table == table and not _hook_rule_ok(h, seen.hook_rules)]
-        stale = [_spec(r) for r in seen.hook_rules if _is_ours(r) and _chain(r) in {h.chain for h in wrong}]
+        hooks = [h for h in layout.hooks if h.table == table]
+        wrong = [h for h in hooks if not _hook_rule_ok(h, seen.hook_rules)]
+        redo = {h.chain for h in wrong}
+        stale = [
+            _spec(r)
+            for r in seen.hook_rules
+            if _is_ours(r) and (_chain(r) in redo or _chain(r) not in {h.chain for h in hooks})
+        ]
         keep_jump = len(own_jumps) == 1
         tables.append(
             TableEdit(
@@ -106,44 +143,61 @@ def render_change(uuid: str, plan: Plan | None, others: int, observed: dict[str,
                 drop=tuple(stale + ([] if keep_jump else drop)),
                 insert=tuple(wrong),
                 add_jumps=() if keep_jump else (uuid,),
+                head=layout.head if seen.dispatch_rules is None else (),
             )
         )
-    tx = Transaction(tables=tuple(tables), plans=(plan,) if plan else (), removed=() if plan else (chain,))
+    tx = _transaction(layout, tables, (plan,) if plan else (), () if plan else (chain,))
     return _render(tx)
 
 
-def render_rebuild(plans: list[Plan], observed: dict[str, Observed]) -> str:
+def render_rebuild(plans: list[Plan], observed: dict[str, Observed], layout: Layout = LAYOUT) -> str:
     """All of our rules from scratch: dispatch emptied, every plan written, stale chains deleted."""
-    wanted = {names.domain_chain(p.uuid) for p in plans}
-    stale = sorted((observed["nat"].chains | observed["filter"].chains) - wanted)
-    ours = {table: [_spec(r) for r in observed[table].hook_rules if _is_ours(r)] for table in TABLES}
-    if not plans and not stale and not any(ours.values()) and all(o.dispatch_rules is None for o in observed.values()):
+    wanted = {layout.chain(p.uuid) for p in plans}
+    stale = sorted(frozenset().union(*(observed[t].chains for t in layout.tables)) - wanted)
+    ours = {table: [_spec(r) for r in observed[table].hook_rules if _is_ours(r)] for table in layout.tables}
+    if (
+        not plans
+        and not stale
+        and not any(ours.values())
+        and all(observed[t].dispatch_rules is None for t in layout.tables)
+    ):
         return ""  # nothing of ours here: touch nothing (not even create empty tables)
     tables = [
         TableEdit(
             table,
             reset_dispatch=True,
             drop=tuple(ours[table]),
-            insert=tuple(h for h in HOOK_RULES if h.table == table) if plans else (),
+            insert=tuple(h for h in layout.hooks if h.table == table) if plans else (),
             add_jumps=tuple(p.uuid for p in plans),
             delete_dispatch=not plans,
+            head=layout.head if plans else (),
         )
-        for table in ADD_ORDER
+        for table in layout.tables
     ]
-    return _render(Transaction(tables=tuple(tables), plans=tuple(plans), removed=tuple(stale)))
+    return _render(_transaction(layout, tables, tuple(plans), tuple(stale)))
 
 
-def render_removals(uuid: str) -> dict[str, str]:
+def render_removals(uuid: str, layout: Layout = LAYOUT) -> dict[str, str]:
     """The removal against the firewall as render_change() leaves it: our rules there, once."""
-    chain = names.domain_chain(uuid)
-    jump = f"-A {names.DISPATCH_CHAIN} -m comment --comment {names.tag(uuid)} -j {chain}"
+    chain = layout.chain(uuid)
+    jump = f"-A {layout.dispatch} -m comment --comment {names.tag(uuid)} -j {chain}"
     after = {
         table: Observed(
-            hook_rules=tuple(f"-A {h.chain} {h.spec}" for h in HOOK_RULES if h.table == table), dispatch_rules=(jump,)
+            hook_rules=tuple(f"-A {h.chain} {h.spec}" for h in layout.hooks if h.table == table),
+            dispatch_rules=(jump,),
         )
-        for table in TABLES
+        for table in layout.tables
     }
-    return {"other": render_change(uuid, None, 1, after), "last": render_change(uuid, None, 0, after)}
+    return {
+        "other": render_change(uuid, None, 1, after, layout),
+        "last": render_change(uuid, None, 0, after, layout),
+    }
+
+
+def _transaction(
+    layout: Layout, tables: list[TableEdit], plans: tuple[Plan, ...], removed: tuple[str, ...]
+) -> Transaction:
+    return Transaction(tuple(tables), plans, removed, layout.dispatch, layout.prefix)
 
 
 def _render(tx: Transaction) -> str:
@@ -165,28 +219,29 @@ def observed_chains(listings: dict[tuple[str, str], str | None]) -> dict[str, Ob
     return observed
 
 
-def observed_tables(xt: XtRuleset) -> dict[str, Observed]:
-    """Both tables whole (sync, status): also the chains no dispatch rule points to."""
+def observed_tables(xt: XtRuleset, layout: Layout = LAYOUT) -> dict[str, Observed]:
+    """The layout's tables whole (sync, status): also the chains no dispatch rule points to."""
     observed = {}
-    for table in TABLES:
+    for table in layout.tables:
         chains = xt.chain_names(table)
         rules = [r for r in xt.rules if r.table == table]
+        hook_chains = layout.hook_chains(table)
         observed[table] = Observed(
-            hook_rules=tuple(r.line for r in rules if r.chain in HOOKS[table]),
-            dispatch_rules=tuple(r.line for r in rules if r.chain == names.DISPATCH_CHAIN)
-            if names.DISPATCH_CHAIN in chains
+            hook_rules=tuple(r.line for r in rules if r.chain in hook_chains),
+            dispatch_rules=tuple(r.line for r in rules if r.chain == layout.dispatch)
+            if layout.dispatch in chains
             else None,
-            chains=frozenset(c for c in chains if names.is_domain_chain(c)),
-            populated=frozenset(r.chain for r in rules if names.is_domain_chain(r.chain)),
+            chains=frozenset(c for c in chains if names.is_domain_chain(c, layout.prefix)),
+            populated=frozenset(r.chain for r in rules if names.is_domain_chain(r.chain, layout.prefix)),
         )
     return observed
 
 
-def live_chains(xt: XtRuleset) -> set[str]:
+def live_chains(xt: XtRuleset, layout: Layout = LAYOUT) -> set[str]:
     """Domain chains (names) that packets reach: our hook rules right, dispatch -> chain, with rules."""
     live = []
-    for table, seen in observed_tables(xt).items():
-        if not all(_hook_rule_ok(h, seen.hook_rules) for h in HOOK_RULES if h.table == table):
+    for table, seen in observed_tables(xt, layout).items():
+        if not all(_hook_rule_ok(h, seen.hook_rules) for h in layout.hooks if h.table == table):
             return set()
         live.append({_target(r) for r in seen.dispatch_rules or ()} & seen.populated)
     return set.intersection(*live)
@@ -310,3 +365,7 @@ def _target(rule: str) -> str:
 def _spec(rule: str) -> str:
     """``-A CHAIN args`` as read back -> ``CHAIN args`` for a ``-D`` of exactly that rule."""
     return rule[len("-A ") :]
+
+
+# For another Layout's reader (accept.py): what a rule read back is, in the same words.
+hook_rule_ok, is_ours, target, chain_of = _hook_rule_ok, _is_ours, _target, _chain

@@ -48,11 +48,16 @@ class Rule:
     statements: frozenset[str]  # the expression kinds it has: match, counter, dnat, masquerade, mangle ...
     counter: tuple[int, int] | None  # (packets, bytes), if it counts
     ct_dnat: bool  # it matches ``ct status dnat`` (only connections some DNAT translated)
+    dports: frozenset[tuple[int, int]] = frozenset()  # destination port ranges it matches (tcp, udp, th)
+    matches: frozenset[str] = frozenset()  # what its matches look at: "meta iifname", "udp dport", "ct state" ...
+
+    def matches_dport(self, port: int) -> bool:
+        return any(low <= port <= high for low, high in self.dports)
 
     @property
     def unconditional(self) -> bool:
         """No match at all: its verdict applies to every packet that reaches it."""
-        return "match" not in self.statements and not self.refs
+        return not {"match", "xt"} & self.statements and not self.refs  # xt: an iptables-nft match nft cannot show
 
 
 @dataclass(frozen=True)
@@ -166,7 +171,37 @@ def _rule(body: dict[str, Any], family: str, table: str) -> Rule:
         frozenset(statements),
         counter,
         any(_is_ct_dnat(e["match"]) for e in exprs if isinstance(e.get("match"), dict)),
+        frozenset(p for e in exprs if isinstance(e.get("match"), dict) for p in _dports(e["match"])),
+        frozenset(k for e in exprs if isinstance(e.get("match"), dict) for k in [_match_key(e["match"])] if k),
     )
+
+
+def _match_key(match: dict[str, Any]) -> str:
+    """``meta iifname``, ``udp dport``, ``ct state``: what the match's left side looks at."""
+    left = match.get("left")
+    if not isinstance(left, dict) or len(left) != 1:
+        return ""
+    [(kind, body)] = left.items()
+    if not isinstance(body, dict):
+        return str(kind)
+    if kind == "payload":
+        return f"{_text(body.get('protocol'))} {_text(body.get('field'))}"
+    return f"{kind} {_text(body.get('key'))}"
+
+
+def _dports(match: dict[str, Any]) -> Iterator[tuple[int, int]]:
+    """The destination port ranges a match accepts (a value v is (v, v))."""
+    left, right = match.get("left"), match.get("right")
+    payload = left.get("payload") if isinstance(left, dict) else None
+    if not (isinstance(payload, dict) and payload.get("field") == "dport") or match.get("op", "==") not in ("==", "in"):
+        return
+    values = right.get("set") if isinstance(right, dict) and "set" in right else [right]
+    for value in _list(values):
+        if isinstance(value, int) and not isinstance(value, bool):
+            yield value, value
+        elif isinstance(value, dict) and isinstance(value.get("range"), list) and len(value["range"]) == 2:
+            low, high = (_int(v) for v in value["range"])
+            yield low, high
 
 
 def _is_ct_dnat(match: dict[str, Any]) -> bool:

@@ -21,7 +21,11 @@ from .. import names
 from ..findings import FAIL, INFO, OK, SYNC_FIX, Finding, firewall
 from ..model import Forward, Plan
 from .nft_listing import Ruleset
-from .nft_text import GATE
+from .nft_text import GATE, compose, split
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from .accept import Neighbour
 
 PROTOCOLS = ("tcp", "udp", "sctp")
 TABLE, LIBVIRT_TABLE, GATE_CHAIN = names.NFT_TABLE, names.LIBVIRT_NFT_TABLE, names.LIBVIRT_NFT_GATE_CHAIN
@@ -102,15 +106,22 @@ def domain_rules(plan: Plan) -> DomainRules:
     return DomainRules(plan.uuid, chain, tuple(entries), tuple(restricted), bridges)
 
 
-def render_change(plan: Plan, gate: Gate, previous: str = "") -> str:
-    """Add (or replace: ``previous`` is the removal prerendered when it went live) one domain."""
+def render_change(plan: Plan, gate: Gate, previous: str = "", neighbour: Neighbour | None = None) -> str:
+    """Add (or replace: ``previous`` is the removal prerendered when it went live) one domain;
+    beside a ``neighbour`` whose FORWARD drops, its accepts there too (accept.py), written
+    first. The accepts' own previous removal is not needed: the change rewrites its chain whole."""
     tx = Transaction(
         base=True,
         add=(domain_rules(plan),),
         gate_drop=() if gate.ok or not gate.present else gate.handles,
         gate_insert=gate.present and not gate.ok,
     )
-    return previous + _render(tx)
+    nft = split(previous)[1] + _render(tx)
+    if neighbour is None:
+        return nft
+    from . import accept
+
+    return compose(accept.render_change(plan, neighbour), nft, xt_first=neighbour.drops)
 
 
 def render_removal(plan: Plan, gate: Gate | None, last: bool) -> str:
@@ -121,19 +132,38 @@ def render_removal(plan: Plan, gate: Gate | None, last: bool) -> str:
     return _render(Transaction(remove=(domain_rules(plan),)))
 
 
-def render_rebuild(plans: list[Plan], gate: Gate) -> str:
-    """All of our rules from scratch: the table replaced whole, the gate made right."""
+def render_removals(plan: Plan, neighbour: Neighbour | None = None) -> dict[str, str]:
+    """The removal prerendered (``other`` domains stay, or the ``last``), with the accepts'
+    removal beside a neighbour's drop, after nft's (the DNAT goes first)."""
+    from . import accept
+
+    xt = accept.render_removals(plan.uuid, neighbour) if neighbour is not None else {"other": "", "last": ""}
+    return {
+        "other": compose(xt["other"], render_removal(plan, None, last=False), xt_first=False),
+        "last": compose(xt["last"], render_removal(plan, None, last=True), xt_first=False),
+    }
+
+
+def render_rebuild(plans: list[Plan], gate: Gate, neighbour: Neighbour | None = None) -> str:
+    """All of our rules from scratch: the table replaced whole, the gate made right, and the
+    accepts beside a neighbour's drop exactly the plans' (or gone, where nothing drops)."""
     if not plans:
-        return _render(Transaction(delete_table=True, gate_drop=gate.handles if gate.present else ()))
-    return _render(
-        Transaction(
-            base=True,
-            reset=True,
-            add=tuple(domain_rules(p) for p in plans),
-            gate_drop=() if gate.ok or not gate.present else gate.handles,
-            gate_insert=gate.present and not gate.ok,
+        nft = _render(Transaction(delete_table=True, gate_drop=gate.handles if gate.present else ()))
+    else:
+        nft = _render(
+            Transaction(
+                base=True,
+                reset=True,
+                add=tuple(domain_rules(p) for p in plans),
+                gate_drop=() if gate.ok or not gate.present else gate.handles,
+                gate_insert=gate.present and not gate.ok,
+            )
         )
-    )
+    if neighbour is None:
+        return nft
+    from . import accept
+
+    return compose(accept.render_rebuild(plans, neighbour), nft, xt_first=neighbour.drops and bool(plans))
 
 
 def _render(tx: Transaction) -> str:
@@ -166,12 +196,21 @@ def live_uuids(ruleset: Ruleset) -> set[str]:
     return owner_uuids(ruleset)
 
 
-def findings(ruleset: Ruleset, live: dict[str, str]) -> list[Finding]:
-    """Our table and gate as read back, then each live domain (uuid -> name): present or not."""
+def findings(ruleset: Ruleset, live: dict[str, str], neighbour: Neighbour | None = None) -> list[Finding]:
+    """Our table and gate as read back, then each live domain (uuid -> name): present or not
+    (and, beside a neighbour's FORWARD drop, its accepts there reached or not)."""
+    from . import accept
+
     found = table_findings(ruleset) if live or (("ip", TABLE) in ruleset.tables) else []
     owners = owner_uuids(ruleset)
+    reached = accept.reached(neighbour) if neighbour is not None and neighbour.drops else None
     for uuid, name in sorted(live.items(), key=lambda item: item[1]):
-        if uuid in owners:
+        if uuid in owners and reached is not None and uuid not in reached:
+            chain = names.domain_chain(uuid, names.ACCEPT_CHAIN_PREFIX)
+            summary = f"its accepts beside ip filter FORWARD's drop are not reached (chain {chain})"
+            evidence = f"ip filter: {names.ACCEPT_CHAIN} does not jump to {chain}, or it is empty, or not jumped to"
+            found.append(Finding("rules.domain", FAIL, name, summary, evidence, SYNC_FIX))
+        elif uuid in owners:
             found.append(Finding("rules.domain", OK, name, "its map elements and rules are in our table"))
         else:
             found.append(
