@@ -42,6 +42,18 @@ start_renewals() {
     (while sleep "$every"; do kill -USR1 $(pidof udhcpc) 2>/dev/null; done) &
 }
 
+# portfwd.fetch=URL on the kernel command line: the guest fetches URL every second and writes
+# what it got to the console ("lab-init: fetch URL: BODY", or "failed"): the guest's own outgoing
+# connections, seen in its serial log.
+start_fetches() {
+    url=$(cmdline_option portfwd.fetch "")
+    [ -n "$url" ] || return 0
+    (while sleep 1; do
+        body=$(wget -q -T 2 -O - "$url" 2>/dev/null) || body=failed
+        say "fetch $url: $body"
+    done) &
+}
+
 load_modules() {
     for module in $MODULES; do
         insmod "/modules/$module.ko" || say "insmod $module failed"
@@ -111,6 +123,7 @@ main() {
     start_network
     start_services
     start_renewals
+    start_fetches
     say "ready ($HOSTNAME)"
     while :; do
         sleep 3600

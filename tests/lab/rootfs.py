@@ -70,9 +70,10 @@ HOST_PACKAGES = (
     "python3",
 )
 # libvirt 9.1 and later split the drivers into packages of their own.
+# Debian 13 split Docker's command line out of docker.io (docker-cli, a Recommends there).
 RELEASE_PACKAGES = {
     "bookworm": ("libvirt-daemon-driver-qemu",),
-    "trixie": ("libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network"),
+    "trixie": ("libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network", "docker-cli"),
 }
 # The firewall managers a libvirt host often has beside libvirt (issue 15; tests/e2e/neighbours.py),
 # from the release's own archive. Installed, not running: their services are disabled in the root
@@ -95,7 +96,7 @@ CHECKS = (
     ("virsh", "--version"),
     ("qemu-system-x86_64", "--version"),
     ("python3", "-c", "import jinja2, libvirt, lxml.etree, yaml"),
-    ("dockerd", "--version"),
+    ("docker", "--version"),
     ("firewall-offline-cmd", "--version"),
     ("ufw", "--version"),
 )
