@@ -160,6 +160,8 @@ def main(name: str, release: str, backend: str, out: Path) -> int:
                         applied.append(f"{line}: exit {r.returncode} {r.stderr.strip()}")
             step("doctor_fix_applied", applied)
             step("forward_3_after_fix", probe(lab, guest, 15.0))
+            time.sleep(2.0)
+            step("guest_fetch_3", fetches(lab, "web1"))
             dump("4-after-fix", lab)
         lab.destroy("web1")
         time.sleep(1.0)
