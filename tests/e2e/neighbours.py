@@ -314,5 +314,6 @@ NEIGHBOURS = {
         ),
         Neighbour("ufw", setup_ufw, reload_ufw, "ufw reload", _ufw_rules),
         Neighbour("nftables", setup_nftables, restart_nftables, "systemctl restart nftables", _nftables_rules),
+        Neighbour("none", lambda lab: None, lambda lab: None, "(nothing)", lambda lab: []),  # the control
     )
 }

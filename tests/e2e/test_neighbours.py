@@ -36,8 +36,12 @@ pytestmark = pytest.mark.e2e
 TCP, UDP = 9080, 9353  # the guest's 80 and 5353; Docker publishes neighbours.DOCKER_PORT
 CLIENT_BODY = "client-web\n"  # what the remote host (the client) serves on TCP
 # Where each neighbour works today (NEIGHBOURS-FINDINGS.md): the others are left out, not xfailed.
+# Debian 12 is left out for now: there the lab guest's own fetch of the remote host fails beside
+# every neighbour (the forwards themselves work), so the hijack check cannot pass (findings).
 WORKS = {
-    "docker": ("debian12-iptables", "debian13-iptables"),
+    "docker": ("debian13-iptables",),
+    "firewalld": ("debian13-iptables", "debian13-nftables"),
+    "ufw": ("debian13-iptables",),
 }
 
 
@@ -116,3 +120,17 @@ def test_beside_docker(labs: Labs, host: Host, remote: Path, tmp_path_factory: p
     """Docker with FORWARD policy DROP and a published port: our forwards and Docker's both work."""
     with neighbour_lab(labs, tmp_path_factory.mktemp("docker"), host, "docker") as lab:
         check_beside(lab, "docker", remote)
+
+
+@pytest.mark.parametrize("host", hosts_for("firewalld"))
+def test_beside_firewalld(labs: Labs, host: Host, remote: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """firewalld (nftables backend), the uplink in zone public, libvirt's bridge in zone libvirt."""
+    with neighbour_lab(labs, tmp_path_factory.mktemp("firewalld"), host, "firewalld") as lab:
+        check_beside(lab, "firewalld", remote)
+
+
+@pytest.mark.parametrize("host", hosts_for("ufw"))
+def test_beside_ufw(labs: Labs, host: Host, remote: Path, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """ufw enabled, DEFAULT_FORWARD_POLICY="DROP", ssh allowed."""
+    with neighbour_lab(labs, tmp_path_factory.mktemp("ufw"), host, "ufw") as lab:
+        check_beside(lab, "ufw", remote)
