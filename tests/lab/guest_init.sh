@@ -44,12 +44,13 @@ start_renewals() {
 
 # portfwd.fetch=URL on the kernel command line: the guest fetches URL every second and writes
 # what it got to the console ("lab-init: fetch URL: BODY", or "failed"): the guest's own outgoing
-# connections, seen in its serial log.
+# connections, seen in its serial log. The time limit is busybox timeout's, not wget's -T:
+# Debian 12's busybox-static 1.35 is built without wget's -T and segfaults when given it.
 start_fetches() {
     url=$(cmdline_option portfwd.fetch "")
     [ -n "$url" ] || return 0
     (while sleep 1; do
-        body=$(wget -q -T 2 -O - "$url" 2>/dev/null) || body=failed
+        body=$(timeout 3 wget -q -O - "$url" 2>/dev/null) || body=failed
         say "fetch $url: $body"
     done) &
 }
