@@ -289,6 +289,26 @@ def restart_nftables(lab: Lab) -> None:
     lab.box.systemctl("restart", "nftables.service")
 
 
+NFT_INSERT = re.compile(r"^nft insert rule (?P<family>\S+) (?P<table>\S+) (?P<chain>\S+) (?P<rule>.+)$")
+
+
+def persist_nft_rule(lab: Lab, line: str) -> None:
+    """Put the rule of an ``nft insert rule FAMILY TABLE CHAIN RULE`` line into /etc/nftables.conf,
+    first in that chain, as an admin makes a live rule permanent (the file is what
+    ``systemctl restart nftables`` and every boot load). Only the admin's file's own chains."""
+    insert = NFT_INSERT.match(line)
+    if insert is None:
+        raise LabError(f"not an nft insert rule line: {line!r}")
+    conf = lab.path(NFTABLES_CONF)
+    text = conf.read_text()
+    table = re.search(rf"^table {insert['family']} {insert['table']} {{$", text, re.M)
+    chain = table and re.compile(rf"^\tchain {insert['chain']} {{\n\t\ttype [^\n]*\n", re.M).search(text, table.end())
+    if not chain:
+        raise LabError(f"{NFTABLES_CONF} has no base chain {insert['family']} {insert['table']} {insert['chain']}")
+    conf.write_text(text[: chain.end()] + f"\t\t{insert['rule']}\n" + text[chain.end() :])
+    lab.run_in_host(["nft", "-c", "-f", str(NFTABLES_CONF)])  # the file still loads
+
+
 @dataclass(frozen=True)
 class Neighbour:
     """One neighbour: how it is set up, its documented reload or restart, its own rules."""
