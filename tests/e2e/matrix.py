@@ -7,7 +7,11 @@ says the most (libvirt's SIGHUP and firewalld-style reloads, the network re-crea
 leases, the second NIC under nftables, where our gate in libvirt's table is at stake; restarts,
 flushes, conflicts, stops and the journal under iptables, Debian's default). The scenarios of
 following the guest (issue 14) run in one box. The lab's own smoke tests run on Debian 12 (its
-iptables) and on Debian 13 under nftables. ``--full`` runs everything everywhere.
+iptables) and on Debian 13 under nftables. The neighbours of issue 15 (test_neighbours.py, each
+on the hosts where it works today, its ``WORKS``) run once per libvirt firewall backend: under
+iptables in Debian 12 (Docker 20.10, firewalld 1.3, ufw 0.36), under nftables in Debian 13
+(firewalld 2.3, the admin's nftables), so each box has its share. ``--full`` runs everything
+everywhere.
 """
 
 ALL = ("debian12-iptables", "debian13-iptables", "debian13-nftables")
@@ -28,6 +32,11 @@ HOSTS = {  # test function -> the hosts it runs on (absent: every host)
     "test_config_forward_to_the_second_nic": DEBIAN13_NFTABLES,
     "test_the_forward_follows_the_guest_when_its_reservation_changes": ("debian13-nftables",),
     "test_a_pending_removal_is_completed_by_the_watcher_unit": ("debian13-nftables",),
+    # issue 15; Docker and ufw under nftables once they work there (NEIGHBOURS-FINDINGS.md)
+    "test_beside_docker": ("debian12-iptables",),
+    "test_beside_ufw": ("debian12-iptables",),
+    "test_beside_firewalld": ("debian12-iptables", "debian13-nftables"),
+    "test_beside_admins_nftables": ("debian13-nftables",),
 }
 SMOKE_HOSTS = ("debian12-iptables", "debian13-nftables")
 

@@ -42,6 +42,19 @@ start_renewals() {
     (while sleep "$every"; do kill -USR1 $(pidof udhcpc) 2>/dev/null; done) &
 }
 
+# portfwd.fetch=URL on the kernel command line: the guest fetches URL every second and writes
+# what it got to the console ("lab-init: fetch URL: BODY", or "failed"): the guest's own outgoing
+# connections, seen in its serial log. The time limit is busybox timeout's, not wget's -T:
+# Debian 12's busybox-static 1.35 is built without wget's -T and segfaults when given it.
+start_fetches() {
+    url=$(cmdline_option portfwd.fetch "")
+    [ -n "$url" ] || return 0
+    (while sleep 1; do
+        body=$(timeout 3 wget -q -O - "$url" 2>/dev/null) || body=failed
+        say "fetch $url: $body"
+    done) &
+}
+
 load_modules() {
     for module in $MODULES; do
         insmod "/modules/$module.ko" || say "insmod $module failed"
@@ -111,6 +124,7 @@ main() {
     start_network
     start_services
     start_renewals
+    start_fetches
     say "ready ($HOSTNAME)"
     while :; do
         sleep 3600

@@ -6,7 +6,8 @@
 
 ``mmdebstrap`` makes a Debian 12 (bookworm: libvirt 9.0 as shipped) or Debian 13 (trixie:
 libvirt 11.3) root with libvirt, QEMU, the firewall tools, what install.sh needs offline, and
-what the lab's guest is built from (a kernel, busybox-static, a static C toolchain). The
+what the lab's guest is built from (a kernel, busybox-static, a static C toolchain), and the firewall
+managers found beside libvirt on real hosts (Docker, firewalld, ufw: installed, not running). The
 end-to-end lab runs its libvirtd inside a private overlay of such a root (tests/lab/host.py);
 the stock-hosts tests boot the same roots with systemd.
 
@@ -69,10 +70,17 @@ HOST_PACKAGES = (
     "python3",
 )
 # libvirt 9.1 and later split the drivers into packages of their own.
+# Debian 13 split Docker's command line out of docker.io (docker-cli, a Recommends there).
 RELEASE_PACKAGES = {
     "bookworm": ("libvirt-daemon-driver-qemu",),
-    "trixie": ("libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network"),
+    "trixie": ("libvirt-daemon-driver-qemu", "libvirt-daemon-driver-network", "docker-cli"),
 }
+# The firewall managers a libvirt host often has beside libvirt (issue 15; tests/e2e/neighbours.py),
+# from the release's own archive. Installed, not running: their services are disabled in the root
+# (DISABLED_UNITS; ufw as packaged, ENABLED=no; nftables.service disabled as Debian ships it), so
+# that every other scenario still boots a stock libvirt host.
+NEIGHBOUR_PACKAGES = ("docker.io", "firewalld", "ufw")
+DISABLED_UNITS = ("docker.service", "docker.socket", "containerd.service", "firewalld.service")
 # The lab's guest (tests/lab/guest.py): kernel and modules, busybox, a static toolchain for its UDP echo.
 GUEST_PACKAGES = ("linux-image-amd64", "busybox-static", "cpio", "gcc", "libc6-dev")
 DPKG_EXCLUDES = ("/usr/share/doc/*", "/usr/share/man/*", "/usr/share/info/*", "/usr/share/locale/*")
@@ -88,8 +96,18 @@ CHECKS = (
     ("virsh", "--version"),
     ("qemu-system-x86_64", "--version"),
     ("python3", "-c", "import jinja2, libvirt, lxml.etree, yaml"),
+    ("docker", "--version"),
+    ("firewall-offline-cmd", "--version"),
+    ("ufw", "--version"),
 )
-VERSIONS = ("libvirt-daemon", "qemu-system-x86", "python3", "linux-image-amd64", "systemd")
+VERSIONS = (
+    "libvirt-daemon",
+    "qemu-system-x86",
+    "python3",
+    "linux-image-amd64",
+    "systemd",
+    *NEIGHBOUR_PACKAGES,
+)
 
 
 class RootfsError(Exception):
@@ -127,7 +145,9 @@ class Rootfs:
 def packages(release: str) -> list[str]:
     """Every package the root of release gets (sorted, unique)."""
     check_release(release)
-    return sorted({*HOST_PACKAGES, *RELEASE_PACKAGES[release], *INSTALL_SH_PACKAGES, *GUEST_PACKAGES})
+    return sorted(
+        {*HOST_PACKAGES, *RELEASE_PACKAGES[release], *INSTALL_SH_PACKAGES, *NEIGHBOUR_PACKAGES, *GUEST_PACKAGES}
+    )
 
 
 def check_release(release: str) -> str:
@@ -348,6 +368,26 @@ def _apply_fixes(root: Path) -> None:
         if not link.is_symlink():
             link.symlink_to("../default.xml")
     (root / "etc/hostname").write_text(HOSTNAME + "\n")
+    _disable_neighbours(root)
+
+
+def _disable_neighbours(root: Path) -> None:
+    """The neighbours' services off, as on a libvirt host without them (their postinst enabled
+    them); nftables.service and ufw as Debian ships them, checked."""
+    chroot_run(root, ["systemctl", "disable", "--quiet", *DISABLED_UNITS])
+    for unit in (*DISABLED_UNITS, "nftables.service"):
+        state = subprocess.run(
+            ["chroot", str(root), "systemctl", "is-enabled", unit],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,  # is-enabled exits 1 for a disabled unit
+        ).stdout.strip()
+        if state not in ("disabled", "masked"):
+            raise RootfsError(f"{root}: {unit} is {state!r} after disabling it")
+    ufw_conf = (root / "etc/ufw/ufw.conf").read_text()
+    if not re.search(r"^ENABLED=no$", ufw_conf, re.M):
+        raise RootfsError(f"{root}: /etc/ufw/ufw.conf does not say ENABLED=no")
 
 
 def prune(release: str, keep: Path, max_age: float = PRUNE_AGE) -> None:

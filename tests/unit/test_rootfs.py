@@ -72,6 +72,13 @@ def test_packages_hold_what_install_sh_asks_for() -> None:
         )
 
 
+def test_packages_hold_the_neighbours_with_their_services_off() -> None:
+    """Docker, firewalld and ufw are in every root (issue 15), their services disabled at build."""
+    for release in rootfs.RELEASES:
+        assert {"docker.io", "firewalld", "ufw", "nftables"} <= set(rootfs.packages(release))
+    assert {"docker.service", "docker.socket", "containerd.service", "firewalld.service"} <= set(rootfs.DISABLED_UNITS)
+
+
 def test_cache_key_follows_release_and_packages(monkeypatch: pytest.MonkeyPatch) -> None:
     keys = {release: rootfs.cache_key(release) for release in rootfs.RELEASES}
     assert len(set(keys.values())) == len(keys)
