@@ -133,12 +133,12 @@ def _input_fix(chain: Chain, bridges: tuple[str, ...], missing: list[tuple[str, 
 
 def _judge(chain: Chain, rules: tuple[Rule, ...], backend: str, bridges: tuple[str, ...]) -> Finding:
     where = f"{chain.family} {chain.table} {chain.name}"
-    accept = next((i for i, r in enumerate(rules) if r.verdict == "accept" and (r.ct_dnat or r.unconditional)), None)
     ender = next((i for i, r in enumerate(rules) if r.verdict in ("drop", "reject") and r.unconditional), None)
     drops = chain.policy == "drop" or ender is not None
     before = len(rules) if ender is None else ender
-    if accept is not None and accept < before:
-        summary = f"{where} accepts our forwarded connections (rule handle {rules[accept].handle})"
+    accept = _accepts_dnat(rules[:before])
+    if accept is not None:
+        summary = f"{where} accepts our forwarded connections (rule handle {accept.handle})"
         return firewall("path.foreign", OK, summary)
     jumps = [r.target for r in rules[:before] if r.verdict in ("jump", "goto") and r.target]
     if not drops:
@@ -155,22 +155,53 @@ def _judge(chain: Chain, rules: tuple[Rule, ...], backend: str, bridges: tuple[s
     return firewall("path.foreign_drop", severity, f"{where} drops forwarded packets", evidence, line)
 
 
-def fix(chain: Chain, backend: str, bridges: tuple[str, ...]) -> str:
-    """The one line an admin adds so that only our forwarded connections pass ``chain``.
+INTERFACES = frozenset({"meta iifname", "meta oifname", "meta iif", "meta oif"})
 
-    Under our nftables backend our DNAT sets a conntrack mark bit, and the line matches it; under
-    iptables it matches DNATed connections going into libvirt's bridges."""
+
+def _accepts_dnat(rules: tuple[Rule, ...]) -> Rule | None:
+    """The rule that lets both directions of DNATed connections pass: one accept of ``ct status
+    dnat`` (or of everything) not tied to an interface, or one into and one out of an interface
+    (the two lines ``fix`` prints under libvirt's iptables backend); None if there is none."""
+    dnat = [r for r in rules if r.verdict == "accept" and (r.ct_dnat or r.unconditional)]
+    either = next((r for r in dnat if not r.matches & INTERFACES), None)
+    if either is not None:
+        return either
+    into = next((r for r in dnat if r.matches & {"meta oifname", "meta oif"}), None)
+    back = next((r for r in dnat if r.matches & {"meta iifname", "meta iif"}), None)
+    return into if into is not None and back is not None else None
+
+
+def fix(chain: Chain, backend: str, bridges: tuple[str, ...]) -> str:
+    """The lines an admin adds so that only our forwarded connections pass ``chain``, both ways.
+
+    Under our nftables backend our DNAT sets a conntrack mark bit on the connection, and one line
+    matches it; under iptables two lines match DNATed connections going into libvirt's bridges and
+    their replies coming out of them. An nft table of the admin's: the same in its file too."""
     xt = (chain.family, chain.table) in XT_TABLES and chain.name.isupper()  # iptables-nft's own chains
     if xt:
-        match = f"-m connmark --mark {MARK}/{MARK}" if backend != IPTABLES else _xt_bridges(bridges)
-        return f"iptables -I {chain.name} -m conntrack --ctstate DNAT {match} -j ACCEPT"
-    match = f"ct mark & {MARK} == {MARK}" if backend != IPTABLES else f"oifname {_nft_set(bridges)}"
-    return f"nft insert rule {chain.family} {chain.table} {chain.name} {match} ct status dnat accept"
+        if backend != IPTABLES:
+            return f"iptables -I {chain.name} -m conntrack --ctstate DNAT -m connmark --mark {MARK}/{MARK} -j ACCEPT"
+        return "\n".join(
+            f"iptables -I {chain.name} -m conntrack --ctstate DNAT {way} {_xt_bridges(bridges)} -j ACCEPT"
+            for way in ("-o", "-i")
+        )
+    where = f"{chain.family} {chain.table} {chain.name}"
+    if backend != IPTABLES:
+        lines = [f"nft insert rule {where} ct mark & {MARK} == {MARK} ct status dnat accept"]
+    else:
+        lines = [
+            f"nft insert rule {where} {way} {_nft_set(bridges)} ct status dnat accept" for way in ("oifname", "iifname")
+        ]
+    persist = (
+        f"# and the same rule(s) in /etc/nftables.conf (table {chain.family} {chain.table}, "
+        f"chain {chain.name}), so that they outlive a restart"
+    )
+    return "\n".join([*lines, persist])
 
 
 def _xt_bridges(bridges: tuple[str, ...]) -> str:
     more = f"   (and once more per bridge: {', '.join(bridges[1:])})" if len(bridges) > 1 else ""
-    return f"-o {bridges[0]}{more}"
+    return f"{bridges[0]}{more}"
 
 
 def _nft_set(bridges: tuple[str, ...]) -> str:

@@ -166,7 +166,8 @@ def test_firewalld_strict_is_firewalld_s_own_fix() -> None:
 def test_an_admin_s_forward_drop_is_a_fail_with_the_exact_line() -> None:
     [drop] = foreign_findings(ruleset(base("inet", "filter", "forward", "forward", "drop")), "nftables")
     assert (drop.id, drop.severity) == ("path.foreign_drop", FAIL)
-    assert drop.fix == "nft insert rule inet filter forward ct mark & 0x20000000 == 0x20000000 ct status dnat accept"
+    line = "nft insert rule inet filter forward ct mark & 0x20000000 == 0x20000000 ct status dnat accept"
+    assert drop.fix.splitlines()[0] == line and "/etc/nftables.conf" in drop.fix.splitlines()[1]
 
 
 def test_an_input_drop_of_the_guests_dhcp_names_the_admins_lines() -> None:

@@ -153,11 +153,15 @@ def test_a_foreign_policy_drop_chain_is_named_with_its_fix(backend: str) -> None
     [drop] = [f for f in found if f.severity == FAIL]
     assert drop.id == "path.foreign_drop" and "inet filter forward" in drop.summary and "policy drop" in drop.evidence
     if backend == "nftables":
-        assert (
-            drop.fix == "nft insert rule inet filter forward ct mark & 0x20000000 == 0x20000000 ct status dnat accept"
+        assert drop.fix.splitlines()[0] == (
+            "nft insert rule inet filter forward ct mark & 0x20000000 == 0x20000000 ct status dnat accept"
         )
-    else:
-        assert drop.fix == 'nft insert rule inet filter forward oifname "virbr0" ct status dnat accept'
+    else:  # both ways: into the bridge, and the guest's replies out of it
+        assert drop.fix.splitlines()[:2] == [
+            'nft insert rule inet filter forward oifname "virbr0" ct status dnat accept',
+            'nft insert rule inet filter forward iifname "virbr0" ct status dnat accept',
+        ]
+    assert drop.fix.splitlines()[-1].startswith("# and the same rule(s) in /etc/nftables.conf (table inet filter")
 
 
 @pytest.mark.parametrize("backend", ["iptables", "nftables"])
