@@ -28,7 +28,7 @@ from tests.netns.test_hook import WEB1, guide_xml
 pytestmark = [pytest.mark.netns, pytest.mark.parametrize("lab", ["nftables"], indirect=True)]
 
 IPT = "iptables-nft"
-# What Docker 26 writes into filter once it turned forwarding on (NEIGHBOURS-FINDINGS.md), in order.
+# What Docker 26 writes into filter once it turned forwarding on (tests/e2e/NEIGHBOURS-FINDINGS.md), in order.
 DOCKER = [
     "-N DOCKER",
     "-N DOCKER-ISOLATION-STAGE-1",
