@@ -11,8 +11,9 @@ with neighbours.rules, normalised: no counters or handles).
 
 Every neighbour on every host (``WORKS``; tests/e2e/matrix.py picks CI's share), where only the
 admin may open the way after doctor's fix is applied as the admin types it; NEIGHBOURS-FINDINGS.md
-(beside this file) has what was measured before the product handled them. The one difference from an admin's host beside those of every
-booted lab (portfwd_lab.py): Docker's runtime is tests/lab/runc_nocgroups.py (no cgroups in a box).
+(beside this file) has what was measured before the product handled them. The one difference
+from an admin's host beside those of every booted lab (portfwd_lab.py): Docker's runtime is
+tests/lab/runc_nocgroups.py (no cgroups in a box).
 """
 
 from __future__ import annotations
