@@ -150,13 +150,20 @@ def test_nothing_is_written_where_no_forward_drops(lab: Lab) -> None:
     assert not any("iptables" in text for text in record["teardown"].values())
 
 
-def test_docker_forward_drop(lab: Lab) -> None:
-    build(lab, DOCKER)
+def started_beside(lab: Lab, neighbour: list[str]) -> str:
+    """The neighbour's chains built, then web1 started through the hook and reachable; the
+    neighbour's rules before we came."""
+    build(lab, neighbour)
     before = neighbour_rules(lab)
     install_hooks(lab)
     for proc in lab.start("web1", guide_xml()):
         assert proc.returncode == 0, proc.stderr
     reachable(lab)
+    return before
+
+
+def test_docker_forward_drop(lab: Lab) -> None:
+    before = started_beside(lab, DOCKER)
     # our one jump, first in DOCKER-USER; nothing of ours in FORWARD
     assert chain(lab, "DOCKER-USER") == [f"-A DOCKER-USER {OUR_JUMP}", "-A DOCKER-USER -j RETURN"]
     assert not any(names.tag() in r for r in chain(lab, "FORWARD"))
@@ -189,12 +196,7 @@ def test_docker_forward_drop(lab: Lab) -> None:
 
 
 def test_ufw_forward_drop(lab: Lab) -> None:
-    build(lab, UFW)
-    before = neighbour_rules(lab)
-    install_hooks(lab)
-    for proc in lab.start("web1", guide_xml()):
-        assert proc.returncode == 0, proc.stderr
-    reachable(lab)
+    before = started_beside(lab, UFW)
     # no DOCKER-USER: our jump at the top of FORWARD, as the iptables backend places its own
     assert chain(lab, "FORWARD")[0] == f"-A FORWARD {OUR_JUMP}"
     code, document = doctor(lab)
