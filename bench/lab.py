@@ -42,6 +42,7 @@ SNAPSHOT_PATHS = (
     "tests/e2e/portfwd_lab.py",
     "tests/e2e/ruleset.py",
     "tests/installed.py",
+    "tests/names.py",  # the lab names its namespaces and boxes with it
     "README.md",
 )
 SYSTEM_ENV = {"PATH": scenario.HOOK_PATH, "LC_ALL": "C", "HOME": "/root"}
