@@ -12,9 +12,9 @@ job that outlives a hook run, and takes the hooks' work where it runs.
 - Pending intents a hook could not carry out (the lock busy, its time bound spent, a firewall
   command hanging) are completed within a second, then tried less and less often while they
   keep failing.
-- The guests' addresses: lease and network files are looked at every second; a live forward
-  whose guest moved is re-pointed (follow.py), a waiting domain gets its forwards when its lease
-  appears.
+- The guests' addresses: lease and network files are watched (inotify: dirwatch.py) and looked
+  at every second; a live forward whose guest moved is re-pointed (follow.py), a waiting domain
+  gets its forwards when its lease appears.
 - The warm path: the hooks hand their work to it over a root-only socket (warm.py), one request
   at a time, between the steps above.
 """
@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from . import libnft, log, run
+from . import dirwatch, libnft, log, run
 from .boundary import guarded
 from .errors import PortfwdError
 from .paths import Paths
@@ -196,6 +196,9 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
     selector = selectors.DefaultSelector()
     selector.register(monitor.stdout, selectors.EVENT_READ)
     selector.register(listener, selectors.EVENT_READ)
+    files = dirwatch.watch((paths.dnsmasq_dir, paths.network_dir))  # leases and networks: wake at once
+    if files is not None:
+        selector.register(files, selectors.EVENT_READ)
     due = time.monotonic() + period
     counts = {"pid": os.getpid(), "requests": 0, "rebuilds": 0}
     _publish(paths, counts)
@@ -222,6 +225,8 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
             hold = time.monotonic() + AFTER_REQUEST
             counts["requests"] += 1
             _publish(paths, counts)
+        if files is not None and files in ready:
+            files.drain()  # the follow-ups, next turn, read what changed
         if monitor.stdout in ready:
             if not monitor.stdout.readline():
                 raise PortfwdError("service stopped", "nft monitor exited")

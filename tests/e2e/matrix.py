@@ -37,6 +37,7 @@ HOSTS = {  # test function -> the hosts it runs on (absent: every host)
     "test_beside_docker": ("debian12-iptables", "debian13-nftables"),
     "test_beside_ufw": ("debian12-iptables", "debian13-nftables"),
     "test_beside_firewalld": ("debian12-iptables", "debian13-nftables"),
+    "test_beside_firewalld_strict": ("debian13-nftables",),  # Debian 13 only (firewalld 2.3)
     "test_beside_admins_nftables": ("debian12-iptables", "debian13-nftables"),
 }
 SMOKE_HOSTS = ("debian12-iptables", "debian13-nftables")

@@ -54,6 +54,7 @@ FETCHED = re.compile(r"^lab-init: fetch http://\S+: (.*)$")  # guest_init.sh's s
 WORKS = {
     "docker": ("debian12-iptables", "debian13-iptables", "debian13-nftables"),
     "firewalld": ("debian12-iptables", "debian13-iptables", "debian13-nftables"),
+    "firewalld-strict": ("debian13-iptables", "debian13-nftables"),  # firewalld 1.3 has no such setting
     "ufw": ("debian12-iptables", "debian13-iptables", "debian13-nftables"),
     # The admin's own table: once doctor's lines are applied (only the admin may open it).
     "nftables": ("debian12-iptables", "debian13-iptables", "debian13-nftables"),
@@ -176,6 +177,17 @@ def test_beside_firewalld(labs: Labs, host: Host, remote: Path, tmp_path_factory
     """firewalld (nftables backend), the uplink in zone public, libvirt's bridge in zone libvirt."""
     with neighbour_lab(labs, tmp_path_factory.mktemp("firewalld"), host, "firewalld") as lab:
         check_beside(lab, "firewalld", remote)
+
+
+@pytest.mark.parametrize("host", hosts_for("firewalld-strict"))
+def test_beside_firewalld_strict(
+    labs: Labs, host: Host, remote: Path, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    """firewalld with StrictForwardPorts=yes (firewalld 2.3): it drops what it did not DNAT itself,
+    by design; only the admin may decide: doctor names it with firewalld's own way (never an nft
+    line into firewalld's table), the admin applies it, and the forwards work."""
+    with neighbour_lab(labs, tmp_path_factory.mktemp("strict"), host, "firewalld-strict") as lab:
+        check_beside(lab, "firewalld-strict", remote, "path.foreign_drop")
 
 
 @pytest.mark.parametrize("host", hosts_for("ufw"))
