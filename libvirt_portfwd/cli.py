@@ -47,7 +47,8 @@ def _main(argv: list[str]) -> int:
             [
                 *(["--config", args.config] if args.config else []),
                 *(["--root", args.root] if args.root else []),
-                *args.rest,
+                *(["--period", str(args.period)] if args.period is not None else []),
+                *(["--no-socket"] if args.no_socket else []),
             ]
         )
     if args.command == "hook":
@@ -105,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
         aliases=["watch"],  # its name before issue 14: a unit of an older release still starts it
         help="the resident service: follows the firewall and the guests' addresses, takes the hooks' work",
     )
-    serve.add_argument("rest", nargs=argparse.REMAINDER, help="--period SECONDS")
+    serve.add_argument("--period", type=float, help="seconds between its checks of the firewall (default 30)")
+    serve.add_argument("--no-socket", action="store_true", help="take no hook's work: every hook does its own")
 
     sync = commands.add_parser("sync", help="reconcile the rules with the running domains (after a reboot or flush)")
     sync.add_argument("--connect", default=DEFAULT_URI, help=f"libvirt URI (default {DEFAULT_URI})")

@@ -50,12 +50,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config")
     parser.add_argument("--root", help="prefix for every system path (testing)")
     parser.add_argument("--period", type=float, default=PERIOD, help=f"seconds between checks (default {PERIOD})")
+    parser.add_argument(
+        "--no-socket", action="store_true", help="take no hook's work: every hook does its own (no warm path)"
+    )
     args = parser.parse_args(argv)
     paths = Paths(root=args.root, config=args.config)
-    return guarded(lambda: serve(paths, args.period), what="service")
+    return guarded(lambda: serve(paths, args.period, not args.no_socket), what="service")
 
 
-def serve(paths: Paths, period: float) -> int:
+def serve(paths: Paths, period: float, hooks: bool = True) -> int:
     from . import render
     from .reconcile import repair
 
@@ -69,6 +72,8 @@ def serve(paths: Paths, period: float) -> int:
     )
     signal.signal(signal.SIGTERM, _stop)  # a clean exit, so that nft monitor goes with us
     try:
+        if not hooks:
+            return _follow(paths, period, monitor, None)
         with _listening(paths) as listener:
             return _follow(paths, period, monitor, listener)
     finally:
@@ -188,14 +193,15 @@ def _stop(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
 
-def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listener: socket.socket) -> int:
+def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listener: socket.socket | None) -> int:
     from . import state
     from .reconcile import repair
 
     assert monitor.stdout is not None
     selector = selectors.DefaultSelector()
     selector.register(monitor.stdout, selectors.EVENT_READ)
-    selector.register(listener, selectors.EVENT_READ)
+    if listener is not None:
+        selector.register(listener, selectors.EVENT_READ)
     files = dirwatch.watch((paths.dnsmasq_dir, paths.network_dir))  # leases and networks: wake at once
     if files is not None:
         selector.register(files, selectors.EVENT_READ)
@@ -220,7 +226,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
             wake = min(wake, hold)
         timeout = max(QUIET, hold - now) if changed else max(0.0, min(wake - now, PENDING_POLL))
         ready = [key.fileobj for key, _ in selector.select(timeout)]
-        if listener in ready:
+        if listener is not None and listener in ready:
             _answer(listener, paths)
             hold = time.monotonic() + AFTER_REQUEST
             counts["requests"] += 1

@@ -53,14 +53,21 @@ def gate_handles(ruleset: nft_listing.Ruleset) -> tuple[bool, tuple[int, ...]]:
 
 
 def read_neighbour(present: bool) -> Neighbour:
-    """iptables-nft's filter table, where nft shows it ``present``; else nothing to do there."""
+    """iptables-nft's filter table, where nft shows it ``present``; else nothing to do there.
+    Where it cannot be read (``iptables-nft-save`` missing or failing: iptables-nft replaced by
+    another variant), as if there were none: our nft rules do not depend on it (doctor still
+    names a foreign drop from nft's own listing)."""
+    from ..errors import FirewallError
     from . import accept
 
     if not present or not on_path(XT_SAVE[0]):
         return accept.NONE
     from .xt_listing import parse_save
 
-    return accept.neighbour_of(parse_save(run(XT_SAVE)))
+    try:
+        return accept.neighbour_of(parse_save(run(XT_SAVE)))
+    except FirewallError:
+        return accept.NONE
 
 
 class NftablesBackend:

@@ -138,9 +138,10 @@ def check_beside(lab: PortfwdLab, name: str, remote: Path, admin_fix: str | None
             lab.start_domain(guest.name)
             never_answers(lab, CLOSED_FOR)
             apply_doctors_fix(lab, admin_fix)
-            before = neighbours.rules(lab, name)  # the admin's own rules now hold their fix
             guest.address = lab.wait_for_lease(guest.macs[0], LEASE_TIMEOUT, domain=guest.name)
         note(lab, f"{name}: start -> forwards answer", wait_forwards(lab, guest, TCP, UDP, LEASE_TIMEOUT))
+        if admin_fix is not None:  # the admin's own rules now hold their fix (its reload done)
+            before = neighbours.rules(lab, name)
         for result in (http(lab, 80), udp(lab, 5354)):
             assert not result.ok, f"an unforwarded port of the guest answers the client: {result.answer!r}"
         own_fetch(lab, guest, egress)

@@ -5,9 +5,11 @@ do is completed without an admin once the fault is gone (intents.py; issue 11).
   so the host runs in a private mount namespace of its own (a tmpfs /run, iptables-legacy in
   place of iptables-nft, libvirt's rules loaded with it).
 - An ``nft`` that hangs, first on the hook's PATH (the watcher keeps the real one).
-The watcher runs as its service would. A start under ``on_error: allow`` goes live once the
-fault is gone; under ``block`` it fails and nothing of the domain is ever in the firewall; a
-stop's rules are gone once the fault is gone, and nothing rebuilds them in between.
+The watcher runs as its service would, but takes no hook's work (``--no-socket``): these are the
+faults of a hook doing its own work (the hooks' hand-over to the service: test_warm.py). A
+start under ``on_error: allow`` goes live once the fault is gone; under ``block`` it fails and
+nothing of the domain is ever in the firewall; a stop's rules are gone once the fault is gone,
+and nothing rebuilds them in between.
 """
 
 import json
@@ -64,7 +66,7 @@ class FaultLab(Lab):
         self.watcher_log = self.tools.parent / "watcher.log"
         with open(self.watcher_log, "w") as log:
             self.watcher = subprocess.Popen(
-                self.watcher_argv(),
+                [*self.watcher_argv(), "--no-socket"],  # the hooks under test do their own work
                 stdout=subprocess.DEVNULL, stderr=log, cwd=REPO, start_new_session=True,
             )  # fmt: skip
         time.sleep(0.5)
