@@ -32,7 +32,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 
-from . import dirwatch, libnft, log, run
+from . import dirwatch, libnft, log, run, state
 from .boundary import guarded
 from .errors import PortfwdError
 from .paths import Paths
@@ -110,17 +110,20 @@ def _listening(paths: Paths) -> Iterator[socket.socket]:
 Seen = tuple[tuple[tuple[int, int], ...], tuple[tuple[str, str], ...]]  # lease files' stamp, the records'
 
 
-def follow_addresses(paths: Paths, seen: tuple[Seen, float | None] | None) -> tuple[Seen, float | None] | None:
-    """Live domains whose guest address moved are re-pointed (follow.py) when a lease or network
-    file changes, when the records change (a domain went live: its lease's expiry counts from
-    now), or when the first lease they target runs out; called about every second. Returns what
-    was seen, and that expiry time."""
-    from . import state
-    from .follow import live_expiry, retarget
-    from .waiter import lease_files_stamp
+Stamp = tuple[tuple[int, int], ...]  # the lease and network files' identities (waiter.lease_files_stamp)
 
-    records = tuple(sorted((uuid, str(entry.get("status"))) for uuid, entry in state.read_index(paths).items()))
-    now_seen: Seen = (lease_files_stamp(paths), records)
+
+def follow_addresses(
+    paths: Paths, seen: tuple[Seen, float | None] | None, stamp: Stamp, index: dict[str, state.Data]
+) -> tuple[Seen, float | None] | None:
+    """Live domains whose guest address moved are re-pointed (follow.py) when a lease or network
+    file changes (``stamp``), when the records change (``index``: a domain went live, its lease's
+    expiry counts from now), or when the first lease they target runs out; called about every
+    second. Returns what was seen, and that expiry time."""
+    from .follow import live_expiry, retarget
+
+    records = tuple(sorted((uuid, str(entry.get("status"))) for uuid, entry in index.items()))
+    now_seen: Seen = (stamp, records)
     if seen is not None and now_seen == seen[0] and (seen[1] is None or time.time() < seen[1]):
         return seen
     if not _say(lambda: retarget(paths, LOCK_WAIT), "its guest address moved: "):
@@ -128,16 +131,13 @@ def follow_addresses(paths: Paths, seen: tuple[Seen, float | None] | None) -> tu
     return now_seen, live_expiry(paths)
 
 
-def follow_leases(paths: Paths, seen: tuple[tuple[int, int], ...] | None) -> tuple[tuple[int, int], ...] | None:
+def follow_leases(paths: Paths, seen: Stamp | None, stamp: Stamp, index: dict[str, state.Data]) -> Stamp | None:
     """Waiting domains (a waiter timed out, was killed, or never ran) get their forwards when a
     lease or network file changes; called about every second. Returns what was seen."""
-    from . import state
     from .reconcile import apply_all_waiting
-    from .waiter import lease_files_stamp
 
-    if not any(e.get("status") == state.WAITING for e in state.read_index(paths).values()):
+    if not any(e.get("status") == state.WAITING for e in index.values()):
         return None
-    stamp = lease_files_stamp(paths)
     if stamp == seen:
         return seen
     if not _say(lambda: apply_all_waiting(paths, LOCK_WAIT), "lease arrived, "):
@@ -194,8 +194,8 @@ def _stop(signum: int, frame: object) -> None:
 
 
 def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listener: socket.socket | None) -> int:
-    from . import state
     from .reconcile import repair
+    from .waiter import lease_files_stamp
 
     assert monitor.stdout is not None
     selector = selectors.DefaultSelector()
@@ -210,7 +210,7 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
     _publish(paths, counts)
     changed, hold = False, 0.0
     backoff, seen, retry_at = PENDING_POLL, state.pending_intents(paths), 0.0
-    leases: tuple[tuple[int, int], ...] | None = None
+    leases: Stamp | None = None
     addresses: tuple[Seen, float | None] | None = None
     while True:
         now = time.monotonic()
@@ -219,8 +219,11 @@ def _follow(paths: Paths, period: float, monitor: subprocess.Popen[str], listene
             backoff, seen, retry_at = PENDING_POLL, pending, now
         if now >= hold:  # not while hooks are at work: a start or a stop is a burst of requests
             _warm_config(paths)  # the hooks' prefilter reads the cache: kept fresh for them
-            addresses = follow_addresses(paths, addresses)  # live domains: re-pointed when their guest moves
-            leases = follow_leases(paths, leases)  # waiting domains: applied when their lease appears
+            stamp, index = lease_files_stamp(paths), state.read_index(paths)  # read once for both
+            addresses = follow_addresses(
+                paths, addresses, stamp, index
+            )  # live domains: re-pointed when their guest moves
+            leases = follow_leases(paths, leases, stamp, index)  # waiting domains: applied when their lease appears
         wake = min(due, retry_at) if pending else due
         if hold > now:  # the follow-ups' turn comes then
             wake = min(wake, hold)
